@@ -1,0 +1,206 @@
+"""Downloading and unpacking official archives safely.
+
+``fetch`` streams a URL to ``<dest>.part`` with a progress bar, resumes a partial file with an
+HTTP Range request, verifies the published md5 (and always records sha256), and only then renames
+it to ``dest``: a dropped connection or a bad checksum never leaves a file under the final name.
+
+``extract`` checks every member of a tar or zip archive *before* writing anything: no absolute
+paths, no ``..``, no links or device files, and a bound on the unpacked size (zip bombs).
+Members are written by this code, not by the archive library, so nothing escapes the target.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import os
+import shutil
+import stat
+import tarfile
+import time
+import urllib.error
+import urllib.request
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from tqdm import tqdm
+
+from stages.errors import PetprobeError
+
+__all__ = ["FetchResult", "fetch", "extract", "copy_tree", "file_digests", "MAX_UNPACKED_BYTES"]
+
+# The largest reference archive unpacks to under 1 GB; 32 GiB leaves room for real datasets
+# while stopping an archive that claims (or inflates to) absurd sizes.
+MAX_UNPACKED_BYTES = 32 * 2**30
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class FetchResult:
+    path: Path
+    md5: str
+    sha256: str
+    bytes: int
+    md5_verified: bool
+
+
+def file_digests(path: Path) -> tuple[str, str, int]:
+    md5, sha = hashlib.md5(), hashlib.sha256()
+    n = 0
+    with open(path, "rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            md5.update(chunk)
+            sha.update(chunk)
+            n += len(chunk)
+    return md5.hexdigest(), sha.hexdigest(), n
+
+
+def fetch(url: str, dest: str | Path, *, md5: str | None = None, attempts: int = 5, timeout: float = 60.0,
+          progress: bool = True) -> FetchResult:
+    """Download ``url`` to ``dest`` (resuming ``dest.part``) and verify it; return its digests."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if dest.exists():
+        got_md5, got_sha, n = file_digests(dest)
+        if md5 is None or got_md5 == md5:
+            return FetchResult(dest, got_md5, got_sha, n, md5 is not None)
+        dest.unlink()  # an earlier file that no longer matches the published checksum
+    part = dest.with_name(dest.name + ".part")
+    last_error = None
+    for attempt in range(attempts):
+        try:
+            _stream(url, part, timeout=timeout, progress=progress)
+            last_error = None
+            break
+        except urllib.error.HTTPError as err:
+            if 400 <= err.code < 500:  # will not get better by retrying
+                last_error = err
+                break
+            last_error = err
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as err:
+            last_error = err
+        time.sleep(min(2**attempt * 0.5, 8.0))
+    if last_error is not None:
+        reason = getattr(last_error, "reason", None) or last_error
+        kept = f"; the partial file {part} is kept for a later resume" if part.exists() else ""
+        raise PetprobeError(
+            f"could not download {url} ({reason}){kept}. Without internet, set data.source: mirror and "
+            "data.mirror: <folder laid out like the extracted archives> in params.yaml"
+        )
+    got_md5, got_sha, n = file_digests(part)
+    if md5 is not None and got_md5 != md5:
+        part.unlink()
+        raise PetprobeError(f"checksum mismatch for {url}: md5 {got_md5}, published {md5}; the download was discarded")
+    os.replace(part, dest)
+    return FetchResult(dest, got_md5, got_sha, n, md5 is not None)
+
+
+def _stream(url: str, part: Path, *, timeout: float, progress: bool) -> None:
+    """Append the rest of ``url`` to ``part``; raise if the body stops short."""
+    have = part.stat().st_size if part.exists() else 0
+    request = urllib.request.Request(url, headers={"User-Agent": "petprobe"})
+    if have:
+        request.add_header("Range", f"bytes={have}-")
+    try:
+        response = urllib.request.urlopen(request, timeout=timeout)
+    except urllib.error.HTTPError as err:
+        if err.code == 416 and have:  # nothing left to send: the part file is already whole
+            return
+        raise
+    with response:
+        if have and response.status != 206:
+            have = 0  # the server ignored Range: start again
+        length = response.headers.get("Content-Length")
+        total = have + int(length) if length is not None else None
+        mode = "ab" if have else "wb"
+        received = have
+        with open(part, mode) as fh, tqdm(total=total, initial=have, unit="B", unit_scale=True,
+                                          desc=part.name.removesuffix(".part"), disable=not progress) as bar:
+            while chunk := response.read(_CHUNK):
+                fh.write(chunk)
+                received += len(chunk)
+                bar.update(len(chunk))
+            fh.flush()
+            os.fsync(fh.fileno())
+    if total is not None and received < total:
+        raise ConnectionError(f"connection closed after {received} of {total} bytes")
+
+
+def _safe_member_path(name: str, archive: Path) -> PurePosixPath:
+    path = PurePosixPath(name.replace("\\", "/"))
+    if path.is_absolute() or name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
+        raise PetprobeError(f"{archive.name}: refusing member with an absolute path: {name!r}")
+    if ".." in path.parts:
+        raise PetprobeError(f"{archive.name}: refusing member that escapes the target: {name!r}")
+    return path
+
+
+def _tar_members(archive: Path, tar: tarfile.TarFile):
+    for member in tar.getmembers():
+        path = _safe_member_path(member.name, archive)
+        if member.issym() or member.islnk():
+            raise PetprobeError(f"{archive.name}: refusing link member {member.name!r} -> {member.linkname!r}")
+        if not (member.isfile() or member.isdir()):
+            raise PetprobeError(f"{archive.name}: refusing special member {member.name!r} (device, fifo, ...)")
+        yield path, member, member.isdir(), member.size
+
+
+def _zip_members(archive: Path, zf: zipfile.ZipFile):
+    for info in zf.infolist():
+        path = _safe_member_path(info.filename, archive)
+        kind = stat.S_IFMT(info.external_attr >> 16)
+        if kind == stat.S_IFLNK:
+            raise PetprobeError(f"{archive.name}: refusing link member {info.filename!r}")
+        if kind not in (0, stat.S_IFREG, stat.S_IFDIR):
+            raise PetprobeError(f"{archive.name}: refusing special member {info.filename!r}")
+        yield path, info, info.is_dir(), info.file_size
+
+
+def extract(archive: str | Path, target: str | Path, *, max_bytes: int = MAX_UNPACKED_BYTES) -> int:
+    """Unpack a .tar(.gz) or .zip ``archive`` into ``target``; return the number of files written."""
+    archive, target = Path(archive), Path(target)
+    if zipfile.is_zipfile(archive):
+        opener, members, read = zipfile.ZipFile, _zip_members, lambda a, m: a.open(m)
+    elif tarfile.is_tarfile(archive):
+        opener, members, read = tarfile.open, _tar_members, lambda a, m: a.extractfile(m)
+    else:
+        raise PetprobeError(f"{archive} is neither a tar nor a zip archive")
+    with opener(archive) as handle:
+        checked = list(members(archive, handle))
+        declared = sum(size for *_, size in checked)
+        if declared > max_bytes:
+            raise PetprobeError(f"{archive.name}: unpacks to {declared:,} bytes, over the {max_bytes:,}-byte limit")
+        written = files = 0
+        root = target.resolve()
+        for path, member, is_dir, size in tqdm(checked, desc=f"unpack {archive.name}", unit="file", leave=False):
+            out = target.joinpath(*path.parts)
+            if not out.resolve().is_relative_to(root):
+                raise PetprobeError(f"{archive.name}: member {path} would land outside {target}")
+            if is_dir:
+                out.mkdir(parents=True, exist_ok=True)
+                continue
+            out.parent.mkdir(parents=True, exist_ok=True)
+            with read(handle, member) as src, open(out, "wb") as dst:
+                while chunk := src.read(_CHUNK):
+                    written += len(chunk)
+                    if written > max_bytes:  # the declared sizes lied
+                        raise PetprobeError(f"{archive.name}: unpacked data exceeds the {max_bytes:,}-byte limit")
+                    dst.write(chunk)
+            files += 1
+    return files
+
+
+def copy_tree(src: Path, dst: Path) -> int:
+    """Copy every regular file under ``src`` into ``dst`` byte for byte; return the count."""
+    n = 0
+    files = sorted(p for p in src.rglob("*") if p.is_file())
+    for path in tqdm(files, desc=f"copy {src.name}", unit="file", leave=False):
+        out = dst / path.relative_to(src)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            shutil.copyfile(path, out)
+        except OSError as err:
+            raise PetprobeError(f"cannot copy {path}: {err.strerror or err}") from None
+        n += 1
+    return n

@@ -1,0 +1,115 @@
+"""Cheap heads on frozen embeddings, with scikit-learn manners and pickle-free files.
+
+``LogRegHead``: standardise, then multinomial logistic regression (lbfgs), with C picked from a
+log-spaced grid by validation accuracy and the winner refit on train+val. Saved as .npz and read
+back with ``allow_pickle=False``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LogisticRegression
+from sklearn.preprocessing import StandardScaler
+
+from stages.errors import PetprobeError
+from stages.outputs import save_npz
+
+__all__ = ["LogRegHead", "c_grid"]
+
+
+def c_grid(c_min: float, c_max: float, c_steps: int) -> np.ndarray:
+    return np.logspace(np.log10(c_min), np.log10(c_max), c_steps)
+
+
+class LogRegHead:
+    """Standardised multinomial logistic regression with C chosen on a validation set.
+
+    Parameters
+    ----------
+    cs : sequence of float
+        Candidate inverse regularisation strengths.
+    max_iter : int
+        lbfgs iteration limit per fit.
+    """
+
+    def __init__(self, cs=(0.01, 0.1, 1.0), max_iter: int = 3000):
+        self.cs = cs
+        self.max_iter = max_iter
+
+    def _fit_one(self, X, y, C):
+        model = LogisticRegression(C=C, solver="lbfgs", max_iter=self.max_iter)
+        with warnings.catch_warnings():
+            # Reported in val_scores_ as a poorer score, not as noise on stderr.
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            return model.fit(X, y)
+
+    def fit(self, X, y, X_val=None, y_val=None) -> "LogRegHead":
+        """Pick C on (X_val, y_val) when given (else the first C), then refit on all data."""
+        X, y = np.asarray(X, np.float64), np.asarray(y)
+        cs = [float(c) for c in self.cs]
+        self.val_scores_, self.val_log_loss_ = {}, {}
+        if X_val is not None and len(X_val) and len(cs) > 1:
+            X_val, y_val = np.asarray(X_val, np.float64), np.asarray(y_val)
+            scaler = StandardScaler().fit(X)
+            for C in cs:
+                model = self._fit_one(scaler.transform(X), y, C)
+                proba = model.predict_proba(scaler.transform(X_val))
+                self.val_scores_[C] = float((model.classes_[proba.argmax(axis=1)] == y_val).mean())
+                seen = np.isin(y_val, model.classes_)
+                picked = proba[seen.nonzero()[0], np.searchsorted(model.classes_, y_val[seen])]
+                self.val_log_loss_[C] = float(-np.log(np.clip(picked, 1e-15, 1.0)).mean())
+            # Small val sets make many C tie on accuracy. The edges of that plateau are the
+            # worst picks (the smallest C gives flat probabilities, the largest overfits), so
+            # take its middle.
+            best = max(self.val_scores_.values())
+            tied = sorted(c for c in cs if self.val_scores_[c] == best)
+            self.C_ = tied[(len(tied) - 1) // 2]
+            X, y = np.concatenate([X, X_val]), np.concatenate([y, y_val])
+        else:
+            self.C_ = cs[0]
+        self.scaler_ = StandardScaler().fit(X)
+        model = self._fit_one(self.scaler_.transform(X), y, self.C_)
+        self.classes_ = model.classes_
+        self.coef_, self.intercept_ = model.coef_, model.intercept_
+        self.n_iter_ = int(np.max(model.n_iter_))
+        return self
+
+    def decision_function(self, X) -> np.ndarray:
+        Z = (np.asarray(X, np.float64) - self.scaler_.mean_) / self.scaler_.scale_
+        return Z @ self.coef_.T + self.intercept_
+
+    def predict_proba(self, X) -> np.ndarray:
+        scores = self.decision_function(X)
+        if scores.shape[1] == 1:  # binary: sklearn stores one row for classes_[1]
+            scores = np.hstack([-scores / 2, scores / 2])
+        scores = scores - scores.max(axis=1, keepdims=True)
+        p = np.exp(scores)
+        return p / p.sum(axis=1, keepdims=True)
+
+    def predict(self, X) -> np.ndarray:
+        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+
+    def save(self, path: str | Path) -> None:
+        save_npz(path, coef=self.coef_, intercept=self.intercept_, classes=np.asarray(self.classes_, dtype=str),
+                 scaler_mean=self.scaler_.mean_, scaler_scale=self.scaler_.scale_, C=np.float64(self.C_),
+                 cs=np.asarray(self.cs, np.float64), max_iter=np.int64(self.max_iter))
+
+    @classmethod
+    def load(cls, path: str | Path) -> "LogRegHead":
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                head = cls(cs=tuple(f["cs"].tolist()), max_iter=int(f["max_iter"]))
+                head.coef_, head.intercept_ = f["coef"], f["intercept"]
+                head.classes_ = f["classes"]
+                head.C_ = float(f["C"])
+                head.scaler_ = StandardScaler()
+                head.scaler_.mean_, head.scaler_.scale_ = f["scaler_mean"], f["scaler_scale"]
+        except (OSError, ValueError, KeyError) as err:
+            raise PetprobeError(f"{path} is not a valid logistic-regression file ({err}); rerun train_logreg") from None
+        if head.coef_.shape[1] != head.scaler_.mean_.shape[0] or head.coef_.shape[0] not in (1, len(head.classes_)):
+            raise PetprobeError(f"{path} has inconsistent array shapes; rerun train_logreg")
+        return head

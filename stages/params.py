@@ -1,0 +1,218 @@
+"""The one schema for params.yaml, validated once at the start of every stage.
+
+``load_params()`` returns a frozen ``Params`` whose sections are frozen dataclasses. Any unknown
+key (a typo passed with ``dvc exp run -S``), wrong type, out-of-range value or unknown
+backbone/dataset name raises ``PetprobeError`` with one line naming the key and the valid choices.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from stages.errors import PetprobeError
+
+__all__ = [
+    "Params",
+    "DataParams",
+    "EmbedParams",
+    "LogregParams",
+    "HeadParams",
+    "EvaluateParams",
+    "RenderParams",
+    "load_params",
+    "parse_params",
+]
+
+
+def _spec(default=dataclasses.MISSING, **rules):
+    """A field with validation rules: choices, ge, gt, le, lt, min_len."""
+    if isinstance(default, (list, dict)):
+        frozen = default
+        return field(default_factory=lambda: type(frozen)(frozen), metadata=rules)
+    return field(default=default, metadata=rules)
+
+
+@dataclass(frozen=True)
+class DataParams:
+    source: str = _spec("auto", choices=("auto", "mirror", "official"))
+    mirror: str = _spec("../shared/datasets")
+    val_fraction: float = _spec(0.2, gt=0.0, lt=1.0)
+    test_fraction: float = _spec(0.2, gt=0.0, lt=1.0)
+    seed: int = _spec(42, ge=0)
+    max_per_class: int = _spec(0, ge=0)
+
+
+@dataclass(frozen=True)
+class EmbedParams:
+    batch_size: int = _spec(32, ge=1)
+    num_workers: int = _spec(2, ge=0)
+    precision: str = _spec("auto", choices=("auto", "fp32", "bf16", "fp16"))
+
+
+@dataclass(frozen=True)
+class LogregParams:
+    c_min: float = _spec(1e-4, gt=0.0)
+    c_max: float = _spec(10.0, gt=0.0)
+    c_steps: int = _spec(11, ge=1)
+    max_iter: int = _spec(3000, ge=1)
+
+
+@dataclass(frozen=True)
+class HeadParams:
+    hidden: int = _spec(0, ge=0)
+    dropout: float = _spec(0.2, ge=0.0, lt=1.0)
+    lr: float = _spec(1e-3, gt=0.0)
+    weight_decay: float = _spec(1e-2, ge=0.0)
+    batch_size: int = _spec(64, ge=1)
+    max_epochs: int = _spec(200, ge=1)
+    patience: int = _spec(20, ge=1)
+    seed: int = _spec(0, ge=0)
+
+
+@dataclass(frozen=True)
+class EvaluateParams:
+    grid_images: int = _spec(16, ge=1)
+
+
+@dataclass(frozen=True)
+class RenderParams:
+    seed: int = _spec(0, ge=0)
+
+
+@dataclass(frozen=True)
+class Params:
+    datasets: list[str] = _spec(["pets", "catsdogs"], min_len=1)
+    imagefolders: dict[str, str] = _spec({})
+    backbone: str = _spec("efficientnet_lite0")
+    data: DataParams = field(default_factory=DataParams)
+    embed: EmbedParams = field(default_factory=EmbedParams)
+    logreg: LogregParams = field(default_factory=LogregParams)
+    head: HeadParams = field(default_factory=HeadParams)
+    evaluate: EvaluateParams = field(default_factory=EvaluateParams)
+    render: RenderParams = field(default_factory=RenderParams)
+
+    def check_dataset(self, name: str) -> str:
+        """Return ``name`` if it is one of ``datasets``, else raise with the valid names."""
+        if name not in self.datasets:
+            raise PetprobeError(
+                f"dataset '{name}' is not in params.yaml 'datasets' (valid: {', '.join(sorted(self.datasets))})"
+            )
+        return name
+
+
+def _choices_line(names) -> str:
+    return ", ".join(sorted(names))
+
+
+def _check_type(value, tp, key: str):
+    origin = typing.get_origin(tp)
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise PetprobeError(f"params.yaml: '{key}' must be a number, got {value!r}")
+        return float(value)
+    if tp in (int, str, bool):
+        if isinstance(value, bool) != (tp is bool) or not isinstance(value, tp):
+            raise PetprobeError(f"params.yaml: '{key}' must be {tp.__name__}, got {value!r}")
+        return value
+    if origin is list:
+        (item_tp,) = typing.get_args(tp)
+        if not isinstance(value, list):
+            raise PetprobeError(f"params.yaml: '{key}' must be a list, got {value!r}")
+        return [_check_type(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        key_tp, item_tp = typing.get_args(tp)
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise PetprobeError(f"params.yaml: '{key}' must be a mapping, got {value!r}")
+        return {_check_type(k, key_tp, f"{key} key"): _check_type(v, item_tp, f"{key}.{k}") for k, v in value.items()}
+    raise TypeError(f"unsupported schema type {tp!r} for {key}")  # a bug in this module, not user input
+
+
+def _check_rules(value, rules: dict, key: str) -> None:
+    if "choices" in rules and value not in rules["choices"]:
+        raise PetprobeError(f"params.yaml: '{key}' is {value!r}; valid: {_choices_line(rules['choices'])}")
+    bounds = {"ge": (">=", lambda a, b: a >= b), "gt": (">", lambda a, b: a > b),
+              "le": ("<=", lambda a, b: a <= b), "lt": ("<", lambda a, b: a < b)}
+    for rule, (sign, ok) in bounds.items():
+        if rule in rules and not ok(value, rules[rule]):
+            raise PetprobeError(f"params.yaml: '{key}' is {value!r}; it must be {sign} {rules[rule]}")
+    if "min_len" in rules and len(value) < rules["min_len"]:
+        raise PetprobeError(f"params.yaml: '{key}' must hold at least {rules['min_len']} entry")
+
+
+def _build(cls, raw, prefix: str):
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise PetprobeError(f"params.yaml: '{prefix or 'top level'}' must be a mapping, got {raw!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    unknown = sorted(set(raw) - set(fields), key=str)
+    if unknown:
+        where = f"{prefix}." if prefix else ""
+        raise PetprobeError(
+            f"params.yaml: unknown key '{where}{unknown[0]}' (valid: {_choices_line(where + k for k in fields)})"
+        )
+    values = {}
+    for name, f in fields.items():
+        key = f"{prefix}.{name}" if prefix else name
+        tp = hints[name]
+        if dataclasses.is_dataclass(tp):
+            values[name] = _build(tp, raw.get(name), key)
+            continue
+        if name not in raw:
+            continue  # the dataclass default applies
+        value = _check_type(raw[name], tp, key)
+        _check_rules(value, f.metadata, key)
+        values[name] = value
+    return cls(**values)
+
+
+def parse_params(raw: dict) -> Params:
+    """Validate a params mapping (as read from params.yaml) against the schema."""
+    # Imported here: both registries are needed only to name the valid choices.
+    from stages.backbones import list_backbones
+    from stages.datasets import BUILTIN_DATASETS
+
+    params = _build(Params, raw, "")
+    if params.backbone not in list_backbones():
+        raise PetprobeError(
+            f"params.yaml: 'backbone' is '{params.backbone}', not a known backbone (valid: {_choices_line(list_backbones())})"
+        )
+    clash = sorted(set(params.imagefolders) & set(BUILTIN_DATASETS))
+    if clash:
+        raise PetprobeError(f"params.yaml: 'imagefolders.{clash[0]}' reuses a built-in dataset name; pick another")
+    known = set(BUILTIN_DATASETS) | set(params.imagefolders)
+    for i, name in enumerate(params.datasets):
+        if name not in known:
+            raise PetprobeError(
+                f"params.yaml: 'datasets[{i}]' is '{name}', not a known dataset (valid: {_choices_line(known)};"
+                " add your own under 'imagefolders')"
+            )
+    if len(set(params.datasets)) != len(params.datasets):
+        raise PetprobeError("params.yaml: 'datasets' lists a name twice")
+    if params.logreg.c_min > params.logreg.c_max:
+        raise PetprobeError("params.yaml: 'logreg.c_min' must not exceed 'logreg.c_max'")
+    if params.data.val_fraction + params.data.test_fraction >= 1.0:
+        raise PetprobeError("params.yaml: 'data.val_fraction' + 'data.test_fraction' must be < 1")
+    return params
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate params.yaml (by default the one in the current directory, the repo root)."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise PetprobeError(f"{path} not found; run from the repository root") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise PetprobeError(f"{path} is not valid YAML: {' '.join(str(err).split())}") from None
+    return parse_params(raw or {})

@@ -1,0 +1,39 @@
+"""Shared fixtures: the real sample datasets beside the repo and small real image sets."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("PETPROBE_SHARED", REPO.parent / "shared")).resolve()
+DATASETS = SHARED / "datasets"
+PETS = DATASETS / "oxford-iiit-pet"
+PETIMAGES = DATASETS / "PetImages"
+
+
+def pytest_configure(config):
+    if not PETS.is_dir() or not PETIMAGES.is_dir():
+        raise pytest.UsageError(f"the sample datasets are missing: expected {DATASETS} (set PETPROBE_SHARED)")
+
+
+@pytest.fixture(scope="session")
+def cat_dog_images() -> list[Path]:
+    """Eight real, readable photos: four cats, four dogs."""
+    return [PETIMAGES / "Cat" / f"{n}.jpg" for n in (1, 2, 3, 4)] + [PETIMAGES / "Dog" / f"{n}.jpg" for n in (1, 2, 3, 4)]
+
+
+def copy_repo(dest: Path) -> Path:
+    """A fresh copy of the tracked (and untracked, non-ignored) repo files, as a new git+DVC repo."""
+    files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO,
+                           check=True, capture_output=True).stdout.decode().split("\0")
+    for name in filter(None, files):
+        src = REPO / name
+        if src.is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / name)
+    return dest
