@@ -44,6 +44,7 @@ def main(ds: str) -> None:
     report: dict = {"n_test": int(len(test)), "n_rejected": int(n_rejected)}
     for name, head in heads.items():
         report[name] = summary(head_probabilities(head, X, classes), test.label.to_numpy(), classes)
+    report["logreg"]["C"] = round(heads["logreg"].C_, 8)
     write_json(Path("metrics") / f"{ds}.json", report)
     line = ", ".join(f"{name} top1 {report[name]['top1']:.4f}" for name in heads)
     print(f"evaluate@{ds}: {len(test)} test images: {line}", file=sys.stderr)
