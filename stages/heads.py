@@ -93,6 +93,25 @@ class LogRegHead:
     def predict(self, X) -> np.ndarray:
         return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
 
+    def to_module(self):
+        """A torch ``nn.Module`` mapping embeddings to logits whose softmax is ``predict_proba``.
+
+        Standardisation is folded into one Linear layer, so the head can sit on top of a backbone
+        for gradient-based work (rendering, attacks).
+        """
+        import torch
+
+        coef, intercept = self.coef_, self.intercept_
+        if coef.shape[0] == 1:  # binary: the softmax of (-z/2, z/2) is sigmoid(z)
+            coef, intercept = np.vstack([-coef / 2, coef / 2]), np.concatenate([-intercept / 2, intercept / 2])
+        weight = coef / self.scaler_.scale_
+        bias = intercept - weight @ self.scaler_.mean_
+        layer = torch.nn.Linear(weight.shape[1], weight.shape[0])
+        with torch.no_grad():
+            layer.weight.copy_(torch.as_tensor(weight, dtype=torch.float32))
+            layer.bias.copy_(torch.as_tensor(bias, dtype=torch.float32))
+        return layer.eval().requires_grad_(False)
+
     def save(self, path: str | Path) -> None:
         save_npz(path, coef=self.coef_, intercept=self.intercept_, classes=np.asarray(self.classes_, dtype=str),
                  scaler_mean=self.scaler_.mean_, scaler_scale=self.scaler_.scale_, C=np.float64(self.C_),
