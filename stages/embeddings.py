@@ -1,8 +1,11 @@
 """Frozen-backbone embeddings: computed in batches, streamed to disk, checked when read back.
 
-``embed_images`` runs a backbone over a list of image files and writes float32 rows straight into
-a ``.npy`` memmap, so memory stays flat however many images there are. ``load_split`` reads them
-back and refuses files that do not match the manifest (wrong image list, truncated array).
+``embed_images`` runs a backbone over a list of image files and yields float32 row blocks in
+order, which the embed stage appends to a ``.npy`` file (``outputs.NpyRowWriter``), so memory
+stays flat however many images there are. The fast path: JPEGs decoded by torchvision.io, resized
+and cropped as uint8 in DataLoader worker processes, uint8 batches (pinned on CUDA) moved with
+``non_blocking`` and normalised on the device, channels_last, autocast in the resolved precision.
+``load_split`` reads embeddings back and refuses files that do not match the manifest.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pandas as pd
@@ -20,28 +24,36 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from stages.errors import PetprobeError
-from stages.images import load_rgb
+from stages.images import load_rgb_tensor
 
-__all__ = ["ImageFiles", "Precision", "resolve_device", "resolve_precision", "embed_images", "image_list_sha256",
-           "load_split", "load_manifest"]
+__all__ = ["ImageFiles", "Precision", "resolve_device", "resolve_precision", "resolve_batch_size", "embed_images",
+           "image_list_sha256", "load_split", "load_manifest"]
 
 
 class ImageFiles(Dataset):
-    """(index, preprocessed tensor) for each path; the index keeps rows in manifest order."""
+    """The uint8 centre crop of each path (``Preprocessing.crop_uint8``), or why it cannot be read.
 
-    def __init__(self, paths: list[str], transforms):
+    A read error is returned, not raised: raised inside a worker process it would reach the user
+    wrapped in a multi-line traceback instead of one PetprobeError line.
+    """
+
+    def __init__(self, paths: list[str], preprocessing):
         self.paths = list(paths)
-        self.transforms = transforms
+        self.preprocessing = preprocessing
 
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, i: int):
+    def __getitem__(self, i: int) -> torch.Tensor | str:
         try:
-            image = load_rgb(self.paths[i])
+            return self.preprocessing.crop_uint8(load_rgb_tensor(self.paths[i]))
         except OSError as err:
-            raise PetprobeError(f"cannot read {self.paths[i]} ({err}); rerun prepare") from None
-        return i, self.transforms(image)
+            return f"cannot read {self.paths[i]} ({err}); rerun prepare"
+
+
+def _collate(items: list) -> tuple[torch.Tensor | None, str | None]:
+    errors = [item for item in items if isinstance(item, str)]
+    return (None, errors[0]) if errors else (torch.stack(items), None)
 
 
 @dataclass(frozen=True)
@@ -57,8 +69,18 @@ class Precision:
         return torch.autocast(device_type=device.type, dtype=self.dtype)
 
 
-def resolve_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+def resolve_device(local_rank: int = 0) -> torch.device:
+    """CUDA (this process's GPU under torchrun) when available, else CPU."""
+    return torch.device("cuda", local_rank) if torch.cuda.is_available() else torch.device("cpu")
+
+
+# embed.batch_size 0 = these. On CPU throughput is flat beyond ~32 images per batch; a GPU needs
+# bigger batches to stay busy, and 128 images of 224 px fit any current GPU for these backbones.
+AUTO_BATCH_SIZE = {"cpu": 32, "cuda": 128}
+
+
+def resolve_batch_size(requested: int, device: torch.device) -> int:
+    return requested or AUTO_BATCH_SIZE.get(device.type, 32)
 
 
 def _cpu_has_native_bf16() -> bool:
@@ -89,21 +111,22 @@ def image_list_sha256(paths, labels) -> str:
     return digest.hexdigest()
 
 
-def embed_images(model: torch.nn.Module, transforms, paths: list[str], out: np.ndarray, *,
-                 batch_size: int, num_workers: int, device: torch.device, precision: Precision,
-                 desc: str = "embed") -> None:
-    """Write the embedding of ``paths[i]`` into ``out[i]`` (``out`` may be a memmap)."""
-    loader = DataLoader(ImageFiles(paths, transforms), batch_size=batch_size, shuffle=False,
-                        num_workers=num_workers, pin_memory=device.type == "cuda",
-                        persistent_workers=False)
+def embed_images(model: torch.nn.Module, preprocessing, paths: list[str], *, batch_size: int, num_workers: int,
+                 device: torch.device, precision: Precision, desc: str = "embed",
+                 progress: bool = True) -> Iterator[np.ndarray]:
+    """Yield the float32 embeddings of ``paths`` as row blocks (one per batch), in path order."""
+    loader = DataLoader(ImageFiles(paths, preprocessing), batch_size=batch_size, shuffle=False,
+                        num_workers=num_workers, collate_fn=_collate, pin_memory=device.type == "cuda")
     model = model.to(device, memory_format=torch.channels_last)
-    with torch.inference_mode(), tqdm(total=len(paths), desc=desc, unit="img") as bar:
-        for index, batch in loader:
-            batch = batch.to(device, non_blocking=True, memory_format=torch.channels_last)
+    with torch.inference_mode(), tqdm(total=len(paths), desc=desc, unit="img", disable=not progress) as bar:
+        for batch, error in loader:
+            if error is not None:
+                raise PetprobeError(error)
+            batch = preprocessing.normalize(batch.to(device, non_blocking=True))
             with precision.autocast(device):
-                rows = model(batch)
-            out[index.numpy()] = rows.float().cpu().numpy()
-            bar.update(len(index))
+                rows = model(batch.contiguous(memory_format=torch.channels_last))
+            yield rows.float().cpu().numpy()
+            bar.update(len(rows))
 
 
 def load_manifest(prepared: Path) -> tuple[pd.DataFrame, list[str]]:

@@ -3,7 +3,8 @@
 ``inspect_image`` decodes every pixel (a truncated JPEG often opens fine and fails only at the
 end) and returns why a file cannot be used, or None. ``load_rgb`` turns every accepted file
 (CMYK, grayscale, palette, 16-bit, RGBA, animated GIF, EXIF-rotated, a PNG named .jpg) into an
-upright 8-bit RGB image.
+upright 8-bit RGB image. ``load_rgb_tensor`` gives the same pixels as a uint8 tensor, decoding
+JPEGs with torchvision.io (libjpeg-turbo, no PIL round trip) and anything else through ``load_rgb``.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-__all__ = ["MAX_PIXELS", "inspect_image", "load_rgb"]
+__all__ = ["MAX_PIXELS", "inspect_image", "load_rgb", "load_rgb_tensor"]
 
 # Larger than any photo in the reference datasets by two orders of magnitude, small enough that a
 # decompression bomb (a tiny file that claims gigapixels) is refused before it is decoded.
@@ -60,6 +61,37 @@ def load_rgb(path: str | Path) -> Image.Image:
     with Image.open(os.fspath(path)) as im:
         im.load()
         return _to_rgb(im)
+
+
+_JPEG_MAGIC = b"\xff\xd8\xff"
+
+
+def load_rgb_tensor(path: str | Path):
+    """``load_rgb(path)`` as a uint8 tensor (3, H, W): the same pixels, faster for JPEGs.
+
+    torchvision's decoder with ``ImageReadMode.RGB`` and ``apply_exif_orientation=True`` gives
+    exactly PIL's pixels for baseline/progressive YCbCr, grayscale and CMYK JPEGs and for all eight
+    EXIF orientations (checked in tests/test_images_fast.py). Files that are not JPEG by content
+    (a PNG or GIF named .jpg) or that it refuses go through PIL.
+    """
+    # Imported here: torchvision takes about a second to import and only the embed path needs it.
+    import torch
+    from torchvision.transforms.v2.functional import pil_to_tensor
+
+    data = Path(path).read_bytes()  # a missing or unreadable file raises OSError, as load_rgb does
+    if data[:3] == _JPEG_MAGIC:
+        try:
+            from torchvision.io import ImageReadMode, decode_jpeg
+
+            with warnings.catch_warnings():
+                # torchvision 0.29 deprecates its decoders in favour of TorchCodec; pyproject pins
+                # torchvision < 0.30, and should they go, the ImportError below falls back to PIL.
+                warnings.simplefilter("ignore", DeprecationWarning)
+                return decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB,
+                                   apply_exif_orientation=True)
+        except (ImportError, RuntimeError):
+            pass  # no decoder, or e.g. an arithmetic-coded or damaged JPEG that PIL may still read
+    return pil_to_tensor(load_rgb(path))
 
 
 def _to_rgb(im: Image.Image) -> Image.Image:

@@ -13,7 +13,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-__all__ = ["atomic_path", "atomic_dir", "write_json", "write_text", "write_csv", "save_npy", "save_npz"]
+__all__ = ["atomic_path", "atomic_dir", "write_json", "write_text", "write_csv", "save_npy", "save_npz", "NpyRowWriter"]
 
 
 @contextlib.contextmanager
@@ -94,3 +94,46 @@ def save_npz(path: str | Path, **arrays) -> None:
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:
             np.savez(fh, **arrays)
+
+
+class NpyRowWriter:
+    """Write a 2-D ``.npy`` file block by block, in row order, without holding it in memory.
+
+    The header (final shape) is written first, then each ``append``ed block goes straight to the
+    file. Unlike a writable ``np.memmap``, whose touched pages count in the process's resident
+    memory until it is closed, this keeps peak RSS independent of the number of rows. Closing
+    with fewer or more rows than the shape promised raises, so a short file is never left looking
+    whole (use it inside ``atomic_dir``/``atomic_path``).
+    """
+
+    def __init__(self, path: str | Path, shape: tuple[int, int], dtype="<f4"):
+        import numpy as np
+
+        self.path, self.shape, self.dtype = Path(path), tuple(shape), np.dtype(dtype)
+        self.rows = 0
+        self._fh = open(self.path, "wb")
+        np.lib.format.write_array_header_1_0(self._fh, {"descr": np.lib.format.dtype_to_descr(self.dtype),
+                                                        "fortran_order": False, "shape": self.shape})
+
+    def append(self, block) -> None:
+        import numpy as np
+
+        block = np.ascontiguousarray(block, dtype=self.dtype)
+        if block.ndim != 2 or block.shape[1] != self.shape[1] or self.rows + len(block) > self.shape[0]:
+            raise ValueError(f"block {block.shape} does not fit {self.path.name} {self.shape} at row {self.rows}")
+        self._fh.write(block.data)
+        self.rows += len(block)
+
+    def close(self) -> None:
+        self._fh.close()
+        if self.rows != self.shape[0]:
+            raise ValueError(f"{self.path.name}: {self.rows} rows written, {self.shape[0]} expected")
+
+    def __enter__(self) -> "NpyRowWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self._fh.close()  # the caller's error wins; the partial file dies with its atomic folder
