@@ -15,6 +15,7 @@ from conftest import REPO
 from stages import cli
 from stages.backbones import (Preprocessing, TorchvisionWeights, get_backbone, list_backbones,
                               register_backbone)
+from stages.embeddings import fold_batchnorm
 from stages.errors import PetprobeError
 from stages.images import load_rgb_tensor
 
@@ -54,13 +55,32 @@ def test_torchvision_entry_takes_preprocessing_from_its_weights_enum(name):
 
 
 @pytest.mark.parametrize("name", TORCHVISION_BACKBONES)
-def test_torchvision_builder_gives_the_registered_embedding_dim(name):
-    """The builder loads a full classifier state_dict strictly and drops the last Linear layer."""
+def test_torchvision_builder_gives_the_registered_dim_and_folds_its_batchnorm_exactly(name):
+    """The builder loads a full classifier state_dict strictly and drops the last Linear layer;
+    the embed path's BatchNorm folding keeps its outputs (random weights, perturbed BN statistics)."""
     backbone = get_backbone(name)
-    architecture = "mobilenet_v2" if name == "mobilenet_v2_torchvision" else name
-    model = backbone.builder(get_model(architecture, weights=None).state_dict()).eval()
+    architecture = get_model("mobilenet_v2" if name == "mobilenet_v2_torchvision" else name, weights=None)
+    generator = torch.Generator().manual_seed(0)
+    state = {k: (v + 0.1 * torch.rand(v.shape, generator=generator) if k.endswith(("running_mean", "running_var"))
+                 else v) for k, v in architecture.state_dict().items()}
+    model = backbone.builder(state).eval()
+    x = torch.rand(2, 3, 64, 64, generator=generator)
     with torch.inference_mode():
-        assert model(torch.rand(2, 3, 64, 64)).shape == (2, backbone.dim)
+        rows = model(x)
+        assert rows.shape == (2, backbone.dim)
+        torch.testing.assert_close(fold_batchnorm(model)(x), rows, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["efficientnet_lite0", "mobilenet_v2"])
+def test_offline_backbones_fold_their_batchnorm_exactly(name, cat_dog_images):
+    backbone = get_backbone(name)
+    model = backbone.build()
+    folded = fold_batchnorm(model)
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    x = torch.stack([backbone.transforms()(load_rgb_tensor(p)) for p in cat_dog_images[:2]])
+    with torch.inference_mode():
+        torch.testing.assert_close(folded(x), model(x), rtol=1e-4, atol=1e-4)
 
 
 def test_imagenet_statistics_are_written_only_in_the_registry():
