@@ -16,6 +16,7 @@ resident memory of each (PSS of this process plus its DataLoader workers, sample
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import statistics
 import sys
@@ -115,9 +116,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per method (default 3)")
     parser.add_argument("--source", type=Path, default=REPO.parent / "shared/datasets/PetImages",
                         help="a folder of <class>/<image> (default ../shared/datasets/PetImages)")
+    parser.add_argument("--num-workers", type=int, help="override embed.num_workers of params.yaml")
+    parser.add_argument("--precision", help="override embed.precision of params.yaml")
     args = parser.parse_args()
 
     cfg = load_params(REPO / "params.yaml").embed
+    overrides = {"num_workers": args.num_workers, "precision": args.precision}
+    cfg = dataclasses.replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
     backbone = get_backbone(args.backbone)
     model = backbone.build()
     devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
@@ -145,9 +150,10 @@ def main() -> None:
             name = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
             precision = resolve_precision(cfg.precision, device).name
             for method in ("naive", "petprobe"):
-                print(f"  {name:>10} {method:>8}: {statistics.median(speed[method]):7.1f} img/s "
-                      f"(rounds: {', '.join(f'{s:.1f}' for s in speed[method])}), peak RSS (PSS) {peak[method] / 2**20:.0f} MiB"
-                      + (f", {precision}" if method == "petprobe" else ", fp32"))
+                rounds = ", ".join(f"{s:.1f}" for s in speed[method])
+                print(f"  {name:>10} {method:>8}: {statistics.median(speed[method]):7.1f} img/s (rounds: {rounds}), "
+                      f"peak RSS (PSS) {peak[method] / 2**20:.0f} MiB, "
+                      + (precision if method == "petprobe" else "fp32"))
             ratio = statistics.median(speed["petprobe"]) / statistics.median(speed["naive"])
             print(f"  {name:>10}    ratio: {ratio:.2f}x")
 

@@ -55,9 +55,9 @@ def main(ds: str) -> None:
                 write_json(tmp / "meta.json", meta)
         seconds = time.perf_counter() - started
     if run.is_writer:
+        rate = len(manifest) / max(seconds, 1e-9)
         print(f"embed@{ds}: {len(manifest)} images with {backbone.name} on {run.world_size}x {device.type}/"
-              f"{precision.name}, batch {batch_size}, in {seconds:.1f}s ({len(manifest) / max(seconds, 1e-9):.1f} img/s)",
-              file=sys.stderr)
+              f"{precision.name}, batch {batch_size}, in {seconds:.1f}s ({rate:.1f} img/s)", file=sys.stderr)
 
 
 if __name__ == "__main__":

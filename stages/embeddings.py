@@ -27,8 +27,8 @@ from tqdm import tqdm
 from stages.errors import PetprobeError
 from stages.images import load_rgb_tensor
 
-__all__ = ["ImageFiles", "Precision", "fold_batchnorm", "resolve_device", "resolve_precision", "resolve_batch_size", "embed_images",
-           "image_list_sha256", "load_split", "load_manifest"]
+__all__ = ["ImageFiles", "Precision", "fold_batchnorm", "resolve_device", "resolve_precision", "resolve_batch_size",
+           "embed_images", "image_list_sha256", "load_split", "load_manifest"]
 
 
 class ImageFiles(Dataset):
