@@ -4,8 +4,8 @@
 order, which the embed stage appends to a ``.npy`` file (``outputs.NpyRowWriter``), so memory
 stays flat however many images there are. The fast path: JPEGs decoded by torchvision.io, resized
 and cropped as uint8 in DataLoader worker processes, uint8 batches (pinned on CUDA) moved with
-``non_blocking`` and normalised on the device, channels_last, autocast in the resolved precision.
-``load_split`` reads embeddings back and refuses files that do not match the manifest.
+``non_blocking`` and normalised on the device, BatchNorm folded into the convolutions,
+channels_last, autocast in the resolved precision. ``load_split`` reads embeddings back and refuses files that do not match the manifest.
 """
 
 from __future__ import annotations
@@ -119,7 +119,7 @@ def fold_batchnorm(model: torch.nn.Module) -> torch.nn.Module:
     (about 30% of MobileNetV2's time, profiled); folded, the conv's weights and bias do the same
     affine map for free. A pair is a Conv2d child immediately followed by a BatchNorm2d child of the
     same parent (a Sequential, or attributes like ``_depthwise_conv``/``_bn1``), which is how every
-    registered backbone is written; tests/test_embed_fast.py checks each one's outputs are unchanged.
+    registered backbone is written; tests/test_backbone_zoo.py checks each one's outputs are unchanged.
     The model must be in eval mode (frozen running statistics), as ``Backbone.build()`` returns it.
     """
     from torch.nn.utils.fusion import fuse_conv_bn_eval
