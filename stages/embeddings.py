@@ -119,20 +119,27 @@ def load_manifest(prepared: Path) -> tuple[pd.DataFrame, list[str]]:
 def load_split(embeddings: Path, manifest: pd.DataFrame, split: str) -> np.ndarray:
     """The embeddings of one split, verified against the manifest rows they claim to hold."""
     meta_path = embeddings / "meta.json"
+    npy = embeddings / f"{split}.npy"
+    rerun = "rerun the embed stage (dvc repro)"
     try:
         meta = json.loads(meta_path.read_text())
-        expected = meta["splits"][split]
-    except (OSError, ValueError, KeyError):
-        raise PetprobeError(f"{meta_path} is missing or unreadable; run the embed stage") from None
-    rows = manifest[manifest.split == split]
-    if image_list_sha256(rows.path, rows.label) != expected["image_list_sha256"]:
-        raise PetprobeError(f"{embeddings}/{split}.npy was computed for another image list than the manifest; "
-                            "rerun the embed stage (dvc repro)")
+    except OSError:
+        raise PetprobeError(f"{meta_path} is missing; run the embed stage") from None
+    except ValueError as err:
+        raise PetprobeError(f"{meta_path} is not valid JSON ({err}); {rerun}") from None
     try:
-        array = np.load(embeddings / f"{split}.npy", allow_pickle=False)
-    except (OSError, ValueError) as err:
-        raise PetprobeError(f"{embeddings}/{split}.npy is unreadable ({err}); rerun the embed stage") from None
-    if array.shape != (len(rows), meta["dim"]) or array.dtype != np.float32:
-        raise PetprobeError(f"{embeddings}/{split}.npy has shape {array.shape} {array.dtype}, "
-                            f"expected ({len(rows)}, {meta['dim']}) float32; rerun the embed stage")
+        expected, dim = meta["splits"][split], int(meta["dim"])
+        listed, n = str(expected["image_list_sha256"]), int(expected["n"])
+    except (KeyError, TypeError, ValueError):
+        raise PetprobeError(f"{meta_path} does not describe split '{split}' (dim, n, image_list_sha256); {rerun}") from None
+    rows = manifest[manifest.split == split]
+    if image_list_sha256(rows.path, rows.label) != listed or n != len(rows):
+        raise PetprobeError(f"{npy} was computed for another image list than the manifest; {rerun}")
+    try:
+        array = np.load(npy, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as err:  # EOFError: a file cut inside its header
+        raise PetprobeError(f"{npy} is unreadable or truncated ({err or type(err).__name__}); {rerun}") from None
+    if not isinstance(array, np.ndarray) or array.shape != (len(rows), dim) or array.dtype != np.float32:
+        raise PetprobeError(f"{npy} has shape {getattr(array, 'shape', '?')} {getattr(array, 'dtype', '')}, "
+                            f"expected ({len(rows)}, {dim}) float32; {rerun}")
     return array
