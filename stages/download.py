@@ -36,6 +36,8 @@ def tree_digest(root: Path) -> tuple[int, int, str]:
 def choose_source(spec: DatasetSpec, source: str, mirror: Path) -> str:
     """'mirror' or 'official' for this dataset, or a clear error."""
     if spec.local_path is not None:
+        if not Path(spec.local_path).expanduser().is_dir():  # checked before anything is written
+            raise PetprobeError(f"imagefolders.{spec.name}: {spec.local_path} is not a folder")
         return "folder"
     has_mirror = (mirror / spec.mirror_dir).is_dir()
     if source == "mirror" and not has_mirror:

@@ -41,6 +41,6 @@ def run_stage(main) -> None:
     """Entry point of ``python -m stages.<stage> <dataset>``: check argv, run, report errors."""
     args = sys.argv[1:]
     if len(args) != 1:
-        print(f"usage: python -m stages.{Path(sys.argv[0]).stem} <dataset>", file=sys.stderr)
+        print(f"petprobe: error: usage: python -m stages.{Path(sys.argv[0]).stem} <dataset>", file=sys.stderr)
         raise SystemExit(2)
     reports_errors(main)(args[0])
