@@ -6,7 +6,8 @@ it to ``dest``: a dropped connection or a bad checksum never leaves a file under
 
 ``extract`` checks every member of a tar or zip archive *before* writing anything: no absolute
 paths, no ``..``, no links or device files, and a bound on the unpacked size (zip bombs).
-Members are written by this code, not by the archive library, so nothing escapes the target.
+Members are written by this code, not by the archive library, so nothing escapes the target, and
+a damaged archive (truncated, bad CRC, sizes that lie) is an error that removes what was written.
 """
 
 from __future__ import annotations
@@ -249,13 +250,21 @@ def _write_members(archive: Path, handle, checked, read, target: Path, max_bytes
             continue
         if out.exists():
             raise PetprobeError(f"{archive.name}: member {path} is listed twice or already exists in {target}")
+        # OS errors on our side (disk full, a file where a folder should be) are not a damaged archive.
+        try:
+            dst = open(out, "xb")
+        except OSError as err:
+            raise PetprobeError(f"cannot write {out}: {err.strerror or err}") from None
         created.append(out)
-        with read(handle, member) as src, open(out, "xb") as dst:
+        with read(handle, member) as src, dst:
             while chunk := src.read(_CHUNK):
                 written += len(chunk)
                 if written > max_bytes:  # the declared sizes lied
                     raise PetprobeError(f"{archive.name}: unpacked data exceeds the {max_bytes:,}-byte limit")
-                dst.write(chunk)
+                try:
+                    dst.write(chunk)
+                except OSError as err:
+                    raise PetprobeError(f"cannot write {out}: {err.strerror or err}") from None
         files += 1
     return files
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,13 +90,30 @@ def image_list_sha256(paths, labels) -> str:
     return digest.hexdigest()
 
 
+def _quiet_when_main_is_gone(_worker_id: int) -> None:
+    """DataLoader worker set-up: no traceback when Ctrl-C stops the main process mid-batch.
+
+    A worker hands each batch to the main process over a pipe; if Ctrl-C stops the main process
+    during that hand-over, the worker's sharing thread finds the pipe closed and prints a traceback
+    under petprobe's one-line "interrupted" message. The main process reports the interruption, so
+    a worker drops exactly these errors (a closed pipe) and reports everything else as before.
+    """
+    report = sys.excepthook
+
+    def hook(kind, value, tb):
+        if not issubclass(kind, (BrokenPipeError, ConnectionResetError)):
+            report(kind, value, tb)
+
+    sys.excepthook = hook
+
+
 def embed_images(model: torch.nn.Module, transforms, paths: list[str], out: np.ndarray, *,
                  batch_size: int, num_workers: int, device: torch.device, precision: Precision,
                  desc: str = "embed") -> None:
     """Write the embedding of ``paths[i]`` into ``out[i]`` (``out`` may be a memmap)."""
     loader = DataLoader(ImageFiles(paths, transforms), batch_size=batch_size, shuffle=False,
                         num_workers=num_workers, pin_memory=device.type == "cuda",
-                        persistent_workers=False)
+                        persistent_workers=False, worker_init_fn=_quiet_when_main_is_gone)
     model = model.to(device, memory_format=torch.channels_last)
     with torch.inference_mode(), tqdm(total=len(paths), desc=desc, unit="img") as bar:
         for index, batch in loader:
@@ -116,6 +134,10 @@ def load_manifest(prepared: Path) -> tuple[pd.DataFrame, list[str]]:
     return manifest, classes
 
 
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).split()) or type(err).__name__
+
+
 def load_split(embeddings: Path, manifest: pd.DataFrame, split: str) -> np.ndarray:
     """The embeddings of one split, verified against the manifest rows they claim to hold."""
     meta_path = embeddings / "meta.json"
@@ -126,7 +148,7 @@ def load_split(embeddings: Path, manifest: pd.DataFrame, split: str) -> np.ndarr
     except OSError:
         raise PetprobeError(f"{meta_path} is missing; run the embed stage") from None
     except ValueError as err:
-        raise PetprobeError(f"{meta_path} is not valid JSON ({err}); {rerun}") from None
+        raise PetprobeError(f"{meta_path} is not valid JSON ({_one_line(err)}); {rerun}") from None
     try:
         expected, dim = meta["splits"][split], int(meta["dim"])
         listed, n = str(expected["image_list_sha256"]), int(expected["n"])
@@ -138,7 +160,7 @@ def load_split(embeddings: Path, manifest: pd.DataFrame, split: str) -> np.ndarr
     try:
         array = np.load(npy, allow_pickle=False)
     except (OSError, ValueError, EOFError) as err:  # EOFError: a file cut inside its header
-        raise PetprobeError(f"{npy} is unreadable or truncated ({err or type(err).__name__}); {rerun}") from None
+        raise PetprobeError(f"{npy} is unreadable or truncated ({_one_line(err)}); {rerun}") from None
     if not isinstance(array, np.ndarray) or array.shape != (len(rows), dim) or array.dtype != np.float32:
         raise PetprobeError(f"{npy} has shape {getattr(array, 'shape', '?')} {getattr(array, 'dtype', '')}, "
                             f"expected ({len(rows)}, {dim}) float32; {rerun}")

@@ -405,6 +405,17 @@ def test_truncated_archive_is_a_clear_error_and_leaves_nothing(sandbox, kind):
     assert everything_under(target) == []
 
 
+def test_member_listed_twice_or_clashing_with_a_file_is_an_error_and_leaves_nothing(sandbox):
+    archives, target, _ = sandbox
+    twice = make_tar(archives / "twice.tar.gz", [GOOD, ("ok/photo.jpg", b"a second, different photo")])
+    with pytest.raises(PetprobeError, match="member ok/photo.jpg is listed twice"):
+        extract(twice, target)
+    clash = make_zip(archives / "clash.zip", [("ok", b"a file"), ("ok/photo.jpg", b"needs ok/ to be a folder")])
+    with pytest.raises(PetprobeError, match="cannot write .*ok/photo.jpg: Not a directory"):
+        extract(clash, target)
+    assert everything_under(target) == []
+
+
 def test_not_an_archive_is_a_clear_error(sandbox):
     archives, target, _ = sandbox
     for name, data in (("page.html", b"<html>Access denied</html>"), ("empty.zip", b"")):

@@ -1,4 +1,4 @@
-"""Killing ``embed`` half-way (Ctrl-C and SIGKILL) in a copy of the repo, on 30 real photos.
+"""Killing ``embed`` half-way (Ctrl-C and SIGKILL) in a copy of the repo, on 20 real photos.
 
 The test waits until the embeddings file being written is really half-filled (some rows written,
 some still zero), then interrupts. Afterwards no later stage can read a half-written file, stale
@@ -43,17 +43,17 @@ def assert_identical(a: dict, b: dict) -> None:
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory):
-    """A repo copy with a 30-photo image-folder dataset, prepared and embedded once (the reference)."""
+    """A repo copy with a 20-photo image-folder dataset, prepared and embedded once (the reference)."""
     root = tmp_path_factory.mktemp("interrupt")
     photos = root / "photos"
     for cls in ("Cat", "Dog"):
         (photos / cls).mkdir(parents=True)
-        for n in range(1, 16):
+        for n in range(1, 11):
             shutil.copyfile(PETIMAGES / cls / f"{n}.jpg", photos / cls / f"{n}.jpg")
     repo = copy_repo(root / "repo")
     (repo / "params.yaml").write_text(
         f"datasets: [tiny]\nimagefolders: {{tiny: '{photos}'}}\n"
-        "embed: {batch_size: 4, num_workers: 1, precision: fp32}\n"
+        "embed: {batch_size: 2, num_workers: 1, precision: fp32}\n"
     )
     run(repo, "stages.download", "tiny")
     run(repo, "stages.prepare", "tiny")
@@ -157,3 +157,25 @@ def test_tampered_head_file_stops_evaluate_with_one_line_and_runs_no_code(repo, 
     assert result.returncode == 2 and len(result.stderr.splitlines()) == 1
     assert result.stderr.startswith(f"petprobe: error: data/models/tiny/logreg.npz is not a valid logistic-regression file")
     assert not marker.exists()
+
+
+def test_stale_temps_of_dead_writers_are_removed_and_live_ones_kept(tmp_path):
+    from stages.outputs import atomic_dir
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    alive = os.getppid()  # pytest's parent: certainly running
+    names = {
+        f".tmp-emb.{dead.pid}.k1l2m3n4": False,  # killed writer: removed
+        f".old-emb.{dead.pid}.k1l2m3n4": False,  # killed between the two renames: removed
+        f".tmp-emb.{alive}.a1b2c3d4": True,  # a live writer's work in progress: kept
+        f".tmp-emb.v2.{dead.pid}.a1b2c3d4": True,  # the temp of another out, "emb.v2": kept
+        ".tmp-emb.notapid": True,  # not a name this module makes: kept
+    }
+    for name in names:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "train.npy").write_bytes(b"half")
+    with atomic_dir(tmp_path / "emb") as tmp:
+        (tmp / "meta.json").write_text("{}")
+    left = {p.name for p in tmp_path.iterdir()}
+    assert left == {"emb", *(n for n, keep in names.items() if keep)}
