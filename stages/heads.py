@@ -8,6 +8,7 @@ back with ``allow_pickle=False``.
 from __future__ import annotations
 
 import warnings
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,7 @@ from sklearn.preprocessing import StandardScaler
 from stages.errors import PetprobeError
 from stages.outputs import save_npz
 
-__all__ = ["LogRegHead", "c_grid"]
+__all__ = ["LogRegHead", "c_grid", "load_state_dict"]
 
 
 def c_grid(c_min: float, c_max: float, c_steps: int) -> np.ndarray:
@@ -119,16 +120,63 @@ class LogRegHead:
 
     @classmethod
     def load(cls, path: str | Path) -> "LogRegHead":
+        """Read a file written by ``save``. No pickle: a tampered file is an error, never code."""
+        rerun = "rerun train_logreg"
         try:
             with np.load(path, allow_pickle=False) as f:
-                head = cls(cs=tuple(f["cs"].tolist()), max_iter=int(f["max_iter"]))
-                head.coef_, head.intercept_ = f["coef"], f["intercept"]
-                head.classes_ = f["classes"]
-                head.C_ = float(f["C"])
-                head.scaler_ = StandardScaler()
-                head.scaler_.mean_, head.scaler_.scale_ = f["scaler_mean"], f["scaler_scale"]
-        except (OSError, ValueError, KeyError) as err:
-            raise PetprobeError(f"{path} is not a valid logistic-regression file ({err}); rerun train_logreg") from None
-        if head.coef_.shape[1] != head.scaler_.mean_.shape[0] or head.coef_.shape[0] not in (1, len(head.classes_)):
-            raise PetprobeError(f"{path} has inconsistent array shapes; rerun train_logreg")
+                if not isinstance(f, np.lib.npyio.NpzFile):
+                    raise ValueError("a single .npy array, not an .npz archive")
+                arrays = {key: f[key] for key in _LOGREG_ARRAYS}
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
+            raise PetprobeError(f"{path} is not a valid logistic-regression file ({_one_line(err)}); {rerun}") from None
+        bad = [k for k, a in arrays.items() if not isinstance(a, np.ndarray)
+               or a.dtype.kind not in _LOGREG_ARRAYS[k][1] or a.ndim != _LOGREG_ARRAYS[k][0]]
+        if bad:  # e.g. a member that is not .npy data: numpy hands back its raw bytes
+            raise PetprobeError(f"{path}: array '{bad[0]}' has the wrong type or shape; {rerun}")
+        coef, classes, mean = arrays["coef"], arrays["classes"], arrays["scaler_mean"]
+        if (coef.shape[1] != mean.shape[0] or coef.shape[0] not in (1, len(classes))
+                or arrays["intercept"].shape != (coef.shape[0],) or arrays["scaler_scale"].shape != mean.shape):
+            raise PetprobeError(f"{path} has inconsistent array shapes; {rerun}")
+        numbers = [arrays[k] for k in ("coef", "intercept", "scaler_mean", "scaler_scale", "C")]
+        if not all(np.isfinite(a).all() for a in numbers):
+            raise PetprobeError(f"{path} holds NaN or infinite values; {rerun}")
+        head = cls(cs=tuple(arrays["cs"].tolist()), max_iter=int(arrays["max_iter"]))
+        head.coef_, head.intercept_, head.classes_, head.C_ = coef, arrays["intercept"], classes, float(arrays["C"])
+        head.scaler_ = StandardScaler()
+        head.scaler_.mean_, head.scaler_.scale_ = mean, arrays["scaler_scale"]
         return head
+
+
+# What LogRegHead.save writes: name -> (ndim, allowed dtype kinds). Checked on load, so a file with
+# a swapped or foreign member fails with a clear line instead of somewhere inside numpy.
+_LOGREG_ARRAYS = {"coef": (2, "f"), "intercept": (1, "f"), "classes": (1, "U"), "scaler_mean": (1, "f"),
+                  "scaler_scale": (1, "f"), "C": (0, "f"), "cs": (1, "f"), "max_iter": (0, "iu")}
+
+
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).split()) or type(err).__name__
+
+
+def load_state_dict(path: str | Path) -> dict:
+    """A torch state_dict saved with ``torch.save``, loaded with ``weights_only=True``.
+
+    weights_only refuses any pickled object other than tensors and plain containers, so a
+    tampered file raises instead of running code; the result must be a mapping of names to tensors.
+    """
+    import pickle
+
+    import torch
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        # torch's own message suggests weights_only=False, which is exactly what must not happen.
+        raise PetprobeError(f"{path} holds pickled objects other than tensors and was refused "
+                            "(a tampered or foreign file); retrain to write it again") from None
+    except (OSError, RuntimeError, EOFError, ValueError, zipfile.BadZipFile) as err:
+        reason = _one_line(err).split(". ")[0][:160]
+        raise PetprobeError(f"{path} is not a readable state_dict file ({reason}); retrain to write it again") from None
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                              for k, v in state.items()):
+        raise PetprobeError(f"{path} does not hold a state_dict (a mapping of names to tensors)")
+    return state

@@ -8,6 +8,7 @@ backbone/dataset name raises ``PetprobeError`` with one line naming the key and 
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -114,6 +115,8 @@ def _check_type(value, tp, key: str):
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise PetprobeError(f"params.yaml: '{key}' must be a number, got {value!r}")
+        if not math.isfinite(value):  # YAML's .inf / .nan pass every range check
+            raise PetprobeError(f"params.yaml: '{key}' must be a finite number, got {value!r}")
         return float(value)
     if tp in (int, str, bool):
         if isinstance(value, bool) != (tp is bool) or not isinstance(value, tp):
