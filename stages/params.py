@@ -23,6 +23,8 @@ __all__ = [
     "EmbedParams",
     "LogregParams",
     "HeadParams",
+    "FinetuneParams",
+    "ScratchParams",
     "EvaluateParams",
     "RenderParams",
     "load_params",
@@ -65,13 +67,33 @@ class LogregParams:
 
 @dataclass(frozen=True)
 class HeadParams:
-    hidden: int = _spec(0, ge=0)
-    dropout: float = _spec(0.2, ge=0.0, lt=1.0)
+    hidden: int = _spec(1024, ge=0)
+    dropout: float = _spec(0.5, ge=0.0, lt=1.0)
     lr: float = _spec(1e-3, gt=0.0)
     weight_decay: float = _spec(1e-2, ge=0.0)
     batch_size: int = _spec(64, ge=1)
     max_epochs: int = _spec(200, ge=1)
     patience: int = _spec(20, ge=1)
+    refit: bool = _spec(True)
+    seed: int = _spec(0, ge=0)
+
+
+@dataclass(frozen=True)
+class FinetuneParams:
+    enabled: bool = _spec(False)
+    epochs: int = _spec(3, ge=1)
+    lr: float = _spec(1e-4, gt=0.0)
+    batch_size: int = _spec(32, ge=1)
+    seed: int = _spec(0, ge=0)
+
+
+@dataclass(frozen=True)
+class ScratchParams:
+    enabled: bool = _spec(False)
+    epochs: int = _spec(10, ge=1)
+    lr: float = _spec(2e-3, gt=0.0)
+    batch_size: int = _spec(32, ge=1)
+    image_size: int = _spec(64, ge=16)
     seed: int = _spec(0, ge=0)
 
 
@@ -94,6 +116,8 @@ class Params:
     embed: EmbedParams = field(default_factory=EmbedParams)
     logreg: LogregParams = field(default_factory=LogregParams)
     head: HeadParams = field(default_factory=HeadParams)
+    finetune: FinetuneParams = field(default_factory=FinetuneParams)
+    scratch: ScratchParams = field(default_factory=ScratchParams)
     evaluate: EvaluateParams = field(default_factory=EvaluateParams)
     render: RenderParams = field(default_factory=RenderParams)
 
