@@ -168,7 +168,7 @@ def _one_line(err: BaseException) -> str:
     return " ".join(str(err).split()) or type(err).__name__
 
 
-def load_state_dict(path: str | Path) -> dict:
+def load_state_dict(path: str | Path, data: bytes | None = None) -> dict:
     """A torch state_dict saved with ``torch.save``, loaded with ``weights_only=True``.
 
     weights_only refuses any pickled object other than tensors and plain containers, so a
@@ -177,8 +177,19 @@ def load_state_dict(path: str | Path) -> dict:
     """
     import pickle
 
+    source = io.BytesIO(data) if data is not None else path
     try:
-        state = torch.load(io.BytesIO(data) if data is not None else path, map_location="cpu", weights_only=True)
+        is_archive = zipfile.is_zipfile(source)
+        if data is not None:
+            source.seek(0)
+    except OSError as err:
+        raise PetprobeError(f"{path} is not a readable state_dict file ({_one_line(err)}); retrain to write it again") from None
+    if not is_archive:
+        # torch.save writes a zip archive; anything else would be a bare (legacy) pickle stream.
+        raise PetprobeError(f"{path} is not a state_dict archive written by torch.save; refused without "
+                            "unpickling it (retrain to write it again)")
+    try:
+        state = torch.load(source, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
         # torch's own message suggests weights_only=False, which is exactly what must not happen.
         raise PetprobeError(f"{path} holds pickled objects other than tensors and was refused "

@@ -185,6 +185,29 @@ def test_damaged_state_dict_is_a_clear_error(tmp_path, damage):
     assert str(path) in message
 
 
+def test_torch_head_with_a_malicious_pickle_is_refused_without_running_it(tmp_path, marker):
+    """Even when the attacker also rewrites head.json to match, TorchHead.load never unpickles objects."""
+    import hashlib
+
+    from stages.heads import TorchHead
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(40, 6)).astype(np.float32) + np.repeat(np.eye(2, 6) * 3, 20, axis=0)
+    y = np.repeat(["Cat", "Dog"], 20)
+    path = tmp_path / "head.pt"
+    TorchHead(max_epochs=3, random_state=0).fit(X, y, X[::4], y[::4]).save(path)
+    state = torch.load(path, weights_only=True)
+    state["layers.1.bias"] = Payload(marker)
+    torch.save(state, path)
+    config = json.loads(path.with_suffix(".json").read_text())
+    config["weights_sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    path.with_suffix(".json").write_text(json.dumps(config))
+    assert_live(lambda: torch.load(path, weights_only=False), marker)
+    message = one_line_error(lambda: TorchHead.load(path), "refused")
+    assert "weights_only=False" not in message
+    assert not marker.exists()
+
+
 # --- cached embeddings (.npy + meta.json checked against the manifest) --------------------------------
 
 
