@@ -1,19 +1,41 @@
-"""The ``petprobe`` console command: small helpers beside the DVC pipeline.
+"""``petprobe``: the command line (console script declared in pyproject.toml).
 
-One function per subcommand (``backbones``: the registry as a table); ``main`` only dispatches.
+One function per subcommand; each takes the parsed arguments and returns the exit status.
+A PetprobeError (no trained model, bad argument) is one line on stderr and exit status 2.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
-from stages.errors import reports_errors
+from stages.errors import PetprobeError
 
-__all__ = ["main"]
+__all__ = ["main", "build_parser", "predict_command", "backbones_command"]
 
 
-def backbones(args: argparse.Namespace) -> None:
+def predict_command(args: argparse.Namespace) -> int:
+    """Print the top-k classes of every image; 1 if any file could not be classified."""
+    from stages.predict import Predictor, image_files  # imports torch: only for this subcommand
+
+    if args.top_k < 1:
+        raise PetprobeError("--top-k must be at least 1")
+    predictor = Predictor.for_dataset(args.dataset, args.model)
+    results = predictor.predict(image_files(args.paths), top_k=args.top_k)
+    for result in results:
+        if result.error is not None:
+            print(f"petprobe: error: {result.path}: {result.error}", file=sys.stderr)
+    if args.json:
+        print(json.dumps([r.as_dict() for r in results], indent=2))
+    else:
+        for result in results:
+            if result.error is None:
+                print(f"{result.path}: " + ", ".join(f"{name} {p:.3f}" for name, p in result.classes))
+    return 1 if any(r.error is not None for r in results) else 0
+
+
+def backbones_command(args: argparse.Namespace) -> int:
     """Print every registered backbone: name, embedding dim, weights source, available offline."""
     import torch
 
@@ -34,15 +56,37 @@ def backbones(args: argparse.Namespace) -> None:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[3])
     print(f"\ntorchvision weights: looked up in {torch.hub.get_dir()}/checkpoints (TORCH_HOME/hub/checkpoints), "
           "downloaded there on first use when the network allows")
+    return 0
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="petprobe", description="petprobe helpers (the pipeline itself: dvc repro)")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="command")
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="petprobe", description="Frozen pretrained backbones + cheap heads.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    predict = commands.add_parser(
+        "predict", help="classify image files with a trained pipeline",
+        description="Classify images with the backbone and head trained by `dvc repro` "
+                    "(data/embeddings/<ds>/meta.json names the backbone). Run from the repository root.")
+    predict.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders (searched recursively)")
+    predict.add_argument("--dataset", required=True, help="the dataset whose trained model to use, e.g. pets")
+    predict.add_argument("--model", choices=("head", "logreg"), default="head",
+                         help="torch head or logistic regression (default: head)")
+    predict.add_argument("--top-k", type=int, default=3, help="classes shown per image (default: 3)")
+    predict.add_argument("--json", action="store_true", help="print one JSON list instead of text lines")
+    predict.set_defaults(func=predict_command)
+
     commands.add_parser("backbones", help="list the backbones, their weights and whether they work offline",
-                        description=backbones.__doc__).set_defaults(run=backbones)
-    args = parser.parse_args(argv)
-    reports_errors(args.run)(args)
+                        description=backbones_command.__doc__).set_defaults(func=backbones_command)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except PetprobeError as err:
+        print(f"petprobe: error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

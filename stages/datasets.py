@@ -31,9 +31,12 @@ __all__ = [
     "assign_splits",
     "cap_per_class",
     "SPLITS",
+    "SOURCE_RECORD",
 ]
 
 SPLITS = ("train", "val", "test")
+# download's record of where the raw files came from, written beside them: not a dataset file.
+SOURCE_RECORD = "SOURCE.json"
 
 
 @dataclass(frozen=True)
@@ -114,7 +117,7 @@ def _class_folder_candidates(root_rel: str):
         for class_dir in class_dirs:
             for path in _files(class_dir):
                 candidates.append(Candidate(path.relative_to(raw).as_posix(), class_dir.name))
-        stray = [p for p in root.iterdir() if p.is_file()]
+        stray = [p for p in root.iterdir() if p.is_file() and not (p.parent == raw and p.name == SOURCE_RECORD)]
         candidates += [Candidate(p.relative_to(raw).as_posix(), None, None, "not inside a class folder") for p in stray]
         return candidates, [d.name for d in class_dirs]
 

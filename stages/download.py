@@ -8,11 +8,12 @@ Writes data/raw/<ds>/ and data/raw/<ds>/SOURCE.json (where it came from, counts,
 from __future__ import annotations
 
 import hashlib
+import os
 import sys
 from pathlib import Path
 
 from stages.archives import copy_tree, extract, fetch
-from stages.datasets import DatasetSpec, get_dataset
+from stages.datasets import SOURCE_RECORD, DatasetSpec, get_dataset
 from stages.errors import PetprobeError, run_stage
 from stages.outputs import atomic_dir, write_json
 from stages.params import load_params
@@ -26,7 +27,7 @@ def tree_digest(root: Path) -> tuple[int, int, str]:
     digest, files, size = hashlib.sha256(), 0, 0
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
         data = path.read_bytes()
-        digest.update(path.relative_to(root).as_posix().encode() + b"\0")
+        digest.update(os.fsencode(path.relative_to(root).as_posix()) + b"\0")  # any name, even not UTF-8
         digest.update(hashlib.sha256(data).digest())
         files, size = files + 1, size + len(data)
     return files, size, digest.hexdigest()
@@ -35,6 +36,8 @@ def tree_digest(root: Path) -> tuple[int, int, str]:
 def choose_source(spec: DatasetSpec, source: str, mirror: Path) -> str:
     """'mirror' or 'official' for this dataset, or a clear error."""
     if spec.local_path is not None:
+        if not Path(spec.local_path).expanduser().is_dir():  # checked before anything is written
+            raise PetprobeError(f"imagefolders.{spec.name}: {spec.local_path} is not a folder")
         return "folder"
     has_mirror = (mirror / spec.mirror_dir).is_dir()
     if source == "mirror" and not has_mirror:
@@ -45,8 +48,11 @@ def choose_source(spec: DatasetSpec, source: str, mirror: Path) -> str:
     return source
 
 
-def populate(spec: DatasetSpec, source: str, mirror: Path, target: Path) -> dict:
-    """Fill the empty folder ``target`` with the raw dataset; return SOURCE.json's fields."""
+def populate(spec: DatasetSpec, source: str, mirror: Path, target: Path, downloads: Path = DOWNLOADS) -> dict:
+    """Fill the empty folder ``target`` with the raw dataset; return SOURCE.json's fields.
+
+    Archives (and partial downloads, for resume) are kept in ``downloads``, outside ``target``.
+    """
     record: dict = {"dataset": spec.name, "title": spec.title, "source": source}
     if source == "folder":
         folder = Path(spec.local_path).expanduser()
@@ -60,7 +66,7 @@ def populate(spec: DatasetSpec, source: str, mirror: Path, target: Path) -> dict
     else:
         record["archives"] = []
         for archive in spec.archives:
-            got = fetch(archive.url, DOWNLOADS / archive.filename, md5=archive.md5)
+            got = fetch(archive.url, downloads / archive.filename, md5=archive.md5)
             extract(got.path, target)
             record["archives"].append({"url": archive.url, "file": archive.filename, "bytes": got.bytes,
                                        "md5": got.md5, "md5_published": archive.md5, "sha256": got.sha256})
@@ -81,7 +87,7 @@ def main(ds: str) -> None:
 
     with atomic_dir(RAW / ds) as tmp:
         record = populate(spec, source, mirror, tmp)
-        write_json(tmp / "SOURCE.json", record)
+        write_json(tmp / SOURCE_RECORD, record)
     print(f"download@{ds}: {record['files']} files ({record['bytes'] / 1e6:.1f} MB) from {source}", file=sys.stderr)
 
 

@@ -14,6 +14,7 @@ import contextlib
 import copy
 import hashlib
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -27,7 +28,7 @@ from tqdm import tqdm
 from stages.errors import PetprobeError
 from stages.images import load_rgb_tensor
 
-__all__ = ["ImageFiles", "Precision", "fold_batchnorm", "resolve_device", "resolve_precision", "resolve_batch_size",
+__all__ = ["ImageFiles", "Precision", "fold_batchnorm", "image_batches", "resolve_device", "resolve_precision", "resolve_batch_size",
            "embed_images", "image_list_sha256", "load_split", "load_manifest"]
 
 
@@ -112,6 +113,23 @@ def image_list_sha256(paths, labels) -> str:
     return digest.hexdigest()
 
 
+def _quiet_when_main_is_gone(_worker_id: int) -> None:
+    """DataLoader worker set-up: no traceback when Ctrl-C stops the main process mid-batch.
+
+    A worker hands each batch to the main process over a pipe; if Ctrl-C stops the main process
+    during that hand-over, the worker's sharing thread finds the pipe closed and prints a traceback
+    under petprobe's one-line "interrupted" message. The main process reports the interruption, so
+    a worker drops exactly these errors (a closed pipe) and reports everything else as before.
+    """
+    report = sys.excepthook
+
+    def hook(kind, value, tb):
+        if not issubclass(kind, (BrokenPipeError, ConnectionResetError)):
+            report(kind, value, tb)
+
+    sys.excepthook = hook
+
+
 def fold_batchnorm(model: torch.nn.Module) -> torch.nn.Module:
     """An inference copy of ``model`` with every BatchNorm2d folded into the Conv2d feeding it.
 
@@ -135,20 +153,29 @@ def fold_batchnorm(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
+def image_batches(paths: list[str], preprocessing, *, batch_size: int, num_workers: int,
+                  device: torch.device) -> Iterator[torch.Tensor]:
+    """Normalised float32 batches (N, 3, crop, crop) of ``paths`` on ``device``, channels_last, in order."""
+    loader = DataLoader(ImageFiles(paths, preprocessing), batch_size=batch_size, shuffle=False,
+                        num_workers=num_workers, collate_fn=_collate, pin_memory=device.type == "cuda",
+                        worker_init_fn=_quiet_when_main_is_gone)
+    for batch, error in loader:
+        if error is not None:
+            raise PetprobeError(error)
+        batch = preprocessing.normalize(batch.to(device, non_blocking=True))
+        yield batch.contiguous(memory_format=torch.channels_last)
+
+
 def embed_images(model: torch.nn.Module, preprocessing, paths: list[str], *, batch_size: int, num_workers: int,
                  device: torch.device, precision: Precision, desc: str = "embed",
                  progress: bool = True) -> Iterator[np.ndarray]:
     """Yield the float32 embeddings of ``paths`` as row blocks (one per batch), in path order."""
-    loader = DataLoader(ImageFiles(paths, preprocessing), batch_size=batch_size, shuffle=False,
-                        num_workers=num_workers, collate_fn=_collate, pin_memory=device.type == "cuda")
     model = fold_batchnorm(model).to(device, memory_format=torch.channels_last)
     with torch.inference_mode(), tqdm(total=len(paths), desc=desc, unit="img", disable=not progress) as bar:
-        for batch, error in loader:
-            if error is not None:
-                raise PetprobeError(error)
-            batch = preprocessing.normalize(batch.to(device, non_blocking=True))
+        for batch in image_batches(paths, preprocessing, batch_size=batch_size, num_workers=num_workers,
+                                   device=device):
             with precision.autocast(device):
-                rows = model(batch.contiguous(memory_format=torch.channels_last))
+                rows = model(batch)
             yield rows.float().cpu().numpy()
             bar.update(len(rows))
 
@@ -163,23 +190,34 @@ def load_manifest(prepared: Path) -> tuple[pd.DataFrame, list[str]]:
     return manifest, classes
 
 
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).split()) or type(err).__name__
+
+
 def load_split(embeddings: Path, manifest: pd.DataFrame, split: str) -> np.ndarray:
     """The embeddings of one split, verified against the manifest rows they claim to hold."""
     meta_path = embeddings / "meta.json"
+    npy = embeddings / f"{split}.npy"
+    rerun = "rerun the embed stage (dvc repro)"
     try:
         meta = json.loads(meta_path.read_text())
-        expected = meta["splits"][split]
-    except (OSError, ValueError, KeyError):
-        raise PetprobeError(f"{meta_path} is missing or unreadable; run the embed stage") from None
-    rows = manifest[manifest.split == split]
-    if image_list_sha256(rows.path, rows.label) != expected["image_list_sha256"]:
-        raise PetprobeError(f"{embeddings}/{split}.npy was computed for another image list than the manifest; "
-                            "rerun the embed stage (dvc repro)")
+    except OSError:
+        raise PetprobeError(f"{meta_path} is missing; run the embed stage") from None
+    except ValueError as err:
+        raise PetprobeError(f"{meta_path} is not valid JSON ({_one_line(err)}); {rerun}") from None
     try:
-        array = np.load(embeddings / f"{split}.npy", allow_pickle=False)
-    except (OSError, ValueError) as err:
-        raise PetprobeError(f"{embeddings}/{split}.npy is unreadable ({err}); rerun the embed stage") from None
-    if array.shape != (len(rows), meta["dim"]) or array.dtype != np.float32:
-        raise PetprobeError(f"{embeddings}/{split}.npy has shape {array.shape} {array.dtype}, "
-                            f"expected ({len(rows)}, {meta['dim']}) float32; rerun the embed stage")
+        expected, dim = meta["splits"][split], int(meta["dim"])
+        listed, n = str(expected["image_list_sha256"]), int(expected["n"])
+    except (KeyError, TypeError, ValueError):
+        raise PetprobeError(f"{meta_path} does not describe split '{split}' (dim, n, image_list_sha256); {rerun}") from None
+    rows = manifest[manifest.split == split]
+    if image_list_sha256(rows.path, rows.label) != listed or n != len(rows):
+        raise PetprobeError(f"{npy} was computed for another image list than the manifest; {rerun}")
+    try:
+        array = np.load(npy, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as err:  # EOFError: a file cut inside its header
+        raise PetprobeError(f"{npy} is unreadable or truncated ({_one_line(err)}); {rerun}") from None
+    if not isinstance(array, np.ndarray) or array.shape != (len(rows), dim) or array.dtype != np.float32:
+        raise PetprobeError(f"{npy} has shape {getattr(array, 'shape', '?')} {getattr(array, 'dtype', '')}, "
+                            f"expected ({len(rows)}, {dim}) float32; {rerun}")
     return array

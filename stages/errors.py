@@ -15,7 +15,8 @@ class PetprobeError(Exception):
 
 
 def reports_errors(main):
-    """Turn a PetprobeError raised by ``main`` into one line on stderr and exit status 2.
+    """Turn a PetprobeError raised by ``main`` into one line on stderr and exit status 2
+    (Ctrl-C: one line and the shell's status 130, no traceback).
 
     DVC shows a failed stage's stderr, so the line is what a user of ``dvc repro`` or
     ``dvc exp run -S ...`` sees instead of a traceback.
@@ -28,6 +29,10 @@ def reports_errors(main):
         except PetprobeError as err:
             print(f"petprobe: error: {err}", file=sys.stderr)
             raise SystemExit(2) from None
+        except KeyboardInterrupt:
+            # Ctrl-C is not a crash: outs are written atomically, so there is nothing to clean up.
+            print("petprobe: interrupted; no half-written outputs were left, rerun to finish", file=sys.stderr)
+            raise SystemExit(130) from None
 
     return wrapper
 
@@ -36,6 +41,6 @@ def run_stage(main) -> None:
     """Entry point of ``python -m stages.<stage> <dataset>``: check argv, run, report errors."""
     args = sys.argv[1:]
     if len(args) != 1:
-        print(f"usage: python -m stages.{Path(sys.argv[0]).stem} <dataset>", file=sys.stderr)
+        print(f"petprobe: error: usage: python -m stages.{Path(sys.argv[0]).stem} <dataset>", file=sys.stderr)
         raise SystemExit(2)
     reports_errors(main)(args[0])

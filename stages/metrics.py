@@ -79,11 +79,11 @@ def per_class_report(proba, y, classes) -> pd.DataFrame:
 
 
 def summary(proba, y, classes) -> dict:
-    """The headline numbers of one head on one split (top3/top5 only where they mean something)."""
+    """The headline numbers of one head on one split (top3/top5 only with more than 5 classes)."""
     out = {"top1": top_k_accuracy(proba, y, classes, 1), "balanced_accuracy": balanced_accuracy(proba, y, classes)}
-    for k in (3, 5):
-        if len(classes) > k:
-            out[f"top{k}"] = top_k_accuracy(proba, y, classes, k)
+    if len(classes) > 5:  # with fewer, top5 is always 1 and top3 says little
+        out["top3"] = top_k_accuracy(proba, y, classes, 3)
+        out["top5"] = top_k_accuracy(proba, y, classes, 5)
     out["log_loss"] = log_loss(proba, y, classes)
     out["ece"] = expected_calibration_error(proba, y, classes)
     return {k: round(v, 6) for k, v in out.items()}

@@ -1,19 +1,22 @@
 """Atomic writes: every out appears whole under its final name or not at all.
 
-A stage killed half-way (Ctrl-C, OOM, SIGKILL) leaves at most a ``.tmp-*`` sibling that no later
-stage reads and the next successful write replaces.
+A stage killed half-way (Ctrl-C, OOM, SIGKILL) leaves at most a ``.tmp-<name>.<pid>.*`` sibling
+that no later stage reads. The next write of the same out removes such siblings once the process
+that made them is gone (Ctrl-C removes its own at once), so killed runs do not pile up copies.
 """
 
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
 
-__all__ = ["atomic_path", "atomic_dir", "write_json", "write_text", "write_csv", "save_npy", "save_npz", "NpyRowWriter"]
+__all__ = ["atomic_path", "atomic_dir", "remove_stale_temps", "write_json", "write_text", "write_csv", "save_npy", "save_npz",
+           "NpyRowWriter"]
 
 
 @contextlib.contextmanager
@@ -21,7 +24,8 @@ def atomic_path(path: str | Path):
     """Yield a temporary path in the target's folder; rename it to ``path`` if the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{path.name}.", dir=path.parent)
+    remove_stale_temps(path)
+    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(".tmp-", path), dir=path.parent)
     os.close(fd)
     tmp = Path(tmp)
     try:
@@ -38,12 +42,13 @@ def atomic_dir(path: str | Path):
     """Yield an empty temporary folder; on success it replaces ``path`` (old contents removed)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{path.name}.", dir=path.parent))
+    remove_stale_temps(path)
+    tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(".tmp-", path), dir=path.parent))
     try:
         yield tmp
         if path.exists():
             # Two renames keep a whole folder under the name at every moment but one.
-            old = Path(tempfile.mkdtemp(prefix=f".old-{path.name}.", dir=path.parent))
+            old = Path(tempfile.mkdtemp(prefix=_temp_prefix(".old-", path), dir=path.parent))
             os.replace(path, old / path.name)
             os.replace(tmp, path)
             shutil.rmtree(old)
@@ -52,6 +57,42 @@ def atomic_dir(path: str | Path):
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
+
+
+def _temp_prefix(kind: str, path: Path) -> str:
+    # The pid in the name tells a later run whether the writer is still alive.
+    return f"{kind}{path.name}.{os.getpid()}."
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    return True
+
+
+def remove_stale_temps(path: str | Path) -> list[Path]:
+    """Remove the temp siblings of ``path`` left by writers that no longer run; return them."""
+    path = Path(path)
+    removed = []
+    for kind in (".tmp-", ".old-"):
+        prefix = f"{kind}{path.name}."
+        for sibling in path.parent.glob(glob.escape(prefix) + "*"):
+            rest = sibling.name[len(prefix):].split(".")  # <pid>.<random>, nothing else
+            if len(rest) != 2 or not rest[0].isdigit():
+                continue  # another out's temp (e.g. of "pets.v2"), or not ours at all
+            pid = int(rest[0])
+            if pid == os.getpid() or _process_alive(pid):
+                continue  # a live writer's (or this process's own) work in progress
+            if sibling.is_dir() and not sibling.is_symlink():
+                shutil.rmtree(sibling, ignore_errors=True)
+            else:
+                sibling.unlink(missing_ok=True)
+            removed.append(sibling)
+    return removed
 
 
 def _umask() -> int:

@@ -8,6 +8,7 @@ backbone/dataset name raises ``PetprobeError`` with one line naming the key and 
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,8 @@ __all__ = [
     "EmbedParams",
     "LogregParams",
     "HeadParams",
+    "FinetuneParams",
+    "ScratchParams",
     "EvaluateParams",
     "RenderParams",
     "load_params",
@@ -64,13 +67,33 @@ class LogregParams:
 
 @dataclass(frozen=True)
 class HeadParams:
-    hidden: int = _spec(0, ge=0)
-    dropout: float = _spec(0.2, ge=0.0, lt=1.0)
+    hidden: int = _spec(1024, ge=0)
+    dropout: float = _spec(0.5, ge=0.0, lt=1.0)
     lr: float = _spec(1e-3, gt=0.0)
     weight_decay: float = _spec(1e-2, ge=0.0)
     batch_size: int = _spec(64, ge=1)
     max_epochs: int = _spec(200, ge=1)
     patience: int = _spec(20, ge=1)
+    refit: bool = _spec(True)
+    seed: int = _spec(0, ge=0)
+
+
+@dataclass(frozen=True)
+class FinetuneParams:
+    enabled: bool = _spec(False)
+    epochs: int = _spec(3, ge=1)
+    lr: float = _spec(1e-4, gt=0.0)
+    batch_size: int = _spec(32, ge=1)
+    seed: int = _spec(0, ge=0)
+
+
+@dataclass(frozen=True)
+class ScratchParams:
+    enabled: bool = _spec(False)
+    epochs: int = _spec(10, ge=1)
+    lr: float = _spec(2e-3, gt=0.0)
+    batch_size: int = _spec(32, ge=1)
+    image_size: int = _spec(64, ge=16)
     seed: int = _spec(0, ge=0)
 
 
@@ -93,6 +116,8 @@ class Params:
     embed: EmbedParams = field(default_factory=EmbedParams)
     logreg: LogregParams = field(default_factory=LogregParams)
     head: HeadParams = field(default_factory=HeadParams)
+    finetune: FinetuneParams = field(default_factory=FinetuneParams)
+    scratch: ScratchParams = field(default_factory=ScratchParams)
     evaluate: EvaluateParams = field(default_factory=EvaluateParams)
     render: RenderParams = field(default_factory=RenderParams)
 
@@ -114,6 +139,8 @@ def _check_type(value, tp, key: str):
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise PetprobeError(f"params.yaml: '{key}' must be a number, got {value!r}")
+        if not math.isfinite(value):  # YAML's .inf / .nan pass every range check
+            raise PetprobeError(f"params.yaml: '{key}' must be a finite number, got {value!r}")
         return float(value)
     if tp in (int, str, bool):
         if isinstance(value, bool) != (tp is bool) or not isinstance(value, tp):

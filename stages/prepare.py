@@ -31,12 +31,26 @@ def check_candidates(raw: Path, candidates) -> tuple[list, list[dict]]:
     for cand in tqdm(candidates, desc="check images", unit="img"):
         path = raw / cand.path
         reason = inspect_image(path) if path.exists() or path.is_symlink() else "file missing"
-        reason = reason or cand.problem
+        reason = reason or cand.problem or _name_problem(cand.path)
         if reason:
-            rejected.append({"path": path.as_posix(), "reason": reason})
+            rejected.append({"path": _printable(path.as_posix()), "reason": reason})
         else:
             usable.append(cand)
     return usable, rejected
+
+
+def _name_problem(name: str) -> str | None:
+    # A file name in a legacy encoding (e.g. Latin-1 from an old zip) cannot go into the UTF-8 CSVs.
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return "file name is not valid UTF-8; rename the file"
+    return None
+
+
+def _printable(name: str) -> str:
+    """The name with undecodable bytes shown as \\xNN, so rejected.csv can always list it."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def build_manifest(raw: Path, usable, *, val_fraction, test_fraction, seed, max_per_class) -> pd.DataFrame:

@@ -37,3 +37,27 @@ def copy_repo(dest: Path) -> Path:
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dest / name)
     return dest
+
+
+@pytest.fixture(scope="session")
+def cat_dog_embeddings() -> dict:
+    """Real efficientnet_lite0 embeddings (fp32) of 12 cat and 12 dog photos.
+
+    ``train``: photos 1-8 of each class, ``val``: photos 9-12; each a dict of paths, labels, X.
+    """
+    import numpy as np
+    import torch
+
+    from stages.backbones import get_backbone
+    from stages.embeddings import embed_images, resolve_precision
+
+    backbone = get_backbone("efficientnet_lite0")
+    model = backbone.build()
+    out = {}
+    for split, numbers in (("train", range(1, 9)), ("val", range(9, 13))):
+        paths = [str(PETIMAGES / c / f"{n}.jpg") for c in ("Cat", "Dog") for n in numbers]
+        X = np.concatenate(list(embed_images(model, backbone.preprocessing, paths, batch_size=8, num_workers=0,
+                                             device=torch.device("cpu"),
+                                             precision=resolve_precision("fp32", torch.device("cpu")))))
+        out[split] = {"paths": paths, "labels": np.array([p.split("/")[-2] for p in paths]), "X": X}
+    return out

@@ -1,0 +1,131 @@
+"""Classify new images with a trained pipeline: the backbone its embeddings came from, then a head.
+
+``Predictor.for_dataset(ds, model)`` reads data/embeddings/<ds>/meta.json to rebuild exactly the
+backbone, preprocessing and precision the head was trained on (not whatever params.yaml names
+now), and loads the head from data/models/<ds>/. ``Predictor.predict(paths)`` returns one
+``Prediction`` per file, with an error message instead of classes for a file it cannot use, so
+one bad file never stops the others. Used by ``petprobe predict``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from stages.backbones import get_backbone
+from stages.embeddings import embed_images, resolve_device, resolve_precision
+from stages.errors import PetprobeError
+from stages.heads import HEAD_FILES, load_head
+from stages.images import inspect_image
+
+__all__ = ["Prediction", "Predictor", "image_files"]
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Classes with probabilities (most probable first) for one file, or why there are none."""
+
+    path: str
+    classes: list[tuple[str, float]] = field(default_factory=list)
+    error: str | None = None
+
+    def as_dict(self) -> dict:
+        if self.error is not None:
+            return {"path": self.path, "error": self.error}
+        return {"path": self.path, "predictions": [{"class": c, "probability": round(p, 6)} for c, p in self.classes]}
+
+
+def image_files(paths) -> list[str]:
+    """The files named, plus the image files found (recursively, sorted) in the folders named.
+
+    In folders, files with a non-image suffix and hidden files are passed over; a named file is
+    always kept, so that a missing or broken one is reported rather than skipped.
+    """
+    suffixes = {s.lower() for s in Image.registered_extensions()}
+    files = []
+    for path in map(Path, paths):
+        if not path.is_dir():
+            files.append(str(path))
+            continue
+        found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in suffixes
+                       and not any(part.startswith(".") for part in p.relative_to(path).parts))
+        files += [str(p) for p in found] or [str(path)]  # an empty folder is reported, not dropped
+    return files
+
+
+class Predictor:
+    """A trained backbone + head pair, ready to classify image files."""
+
+    def __init__(self, backbone, head, *, precision_name: str, batch_size: int = 16):
+        self.backbone = backbone
+        self.head = head
+        self.batch_size = batch_size
+        self.device = resolve_device()
+        try:
+            self.precision = resolve_precision(precision_name, self.device)
+        except PetprobeError:  # e.g. embedded in fp16 on a GPU, predicting on a CPU
+            self.precision = resolve_precision("auto", self.device)
+        self.model = backbone.build()
+        self.transforms = backbone.transforms()
+
+    @classmethod
+    def for_dataset(cls, ds: str, model: str = "head", *, root: str | Path = ".") -> "Predictor":
+        root = Path(root)
+        meta_path = root / "data" / "embeddings" / ds / "meta.json"
+        if not meta_path.is_file():
+            trained = sorted(p.name for p in (root / "data" / "models").glob("*") if p.is_dir())
+            raise PetprobeError(f"no trained pipeline for dataset '{ds}' ({meta_path} is missing); run `dvc repro` "
+                                f"first (trained: {', '.join(trained) or 'none'})")
+        try:
+            meta = json.loads(meta_path.read_text())
+            backbone_name, weights_sha, preprocessing = meta["backbone"], meta["weights"]["sha256"], meta["preprocessing"]
+            dim = int(meta["dim"])
+        except (OSError, ValueError, KeyError, TypeError):
+            raise PetprobeError(f"{meta_path} is unreadable; rerun the embed stage (dvc repro)") from None
+        if model not in HEAD_FILES:
+            raise PetprobeError(f"unknown model '{model}' (valid: {', '.join(sorted(HEAD_FILES))})")
+        head = load_head(root / "data" / "models" / ds, model)
+        backbone = get_backbone(backbone_name)
+        if backbone.weights.sha256 != weights_sha or backbone.preprocessing.as_dict() != preprocessing:
+            raise PetprobeError(f"backbone '{backbone_name}' has changed since data/embeddings/{ds} was computed; "
+                                "rerun the pipeline (dvc repro)")
+        n_features = head.n_features_in_ if hasattr(head, "n_features_in_") else head.coef_.shape[1]
+        if n_features != dim:
+            raise PetprobeError(f"the {model} of {ds} expects {n_features}-d embeddings, {backbone_name} gives {dim}; "
+                                "rerun the pipeline (dvc repro)")
+        return cls(backbone, head, precision_name=meta.get("precision", "auto"))
+
+    def predict(self, paths, *, top_k: int = 3) -> list[Prediction]:
+        """One Prediction per path, in order; unusable files get an error and no classes."""
+        paths = [str(p) for p in paths]
+        errors = {p: self._problem(p) for p in paths}
+        usable = [p for p in paths if errors[p] is None]
+        proba = np.zeros((0, len(self.head.classes_)))
+        if usable:
+            # The embed stage's own code path, so the head sees the embeddings it was trained on.
+            embeddings = np.concatenate(list(embed_images(
+                self.model, self.backbone.preprocessing, usable, batch_size=self.batch_size, num_workers=0,
+                device=self.device, precision=self.precision, desc="predict")))
+            proba = self.head.predict_proba(embeddings)
+        rows = dict(zip(usable, proba))
+        results = []
+        for path in paths:
+            if errors[path] is not None:
+                results.append(Prediction(path, error=errors[path]))
+                continue
+            order = np.argsort(-rows[path], kind="stable")[:top_k]
+            results.append(Prediction(path, [(str(self.head.classes_[j]), float(rows[path][j])) for j in order]))
+        return results
+
+    @staticmethod
+    def _problem(path: str) -> str | None:
+        p = Path(path)
+        if p.is_dir():
+            return "folder holds no image files"
+        if not p.exists():
+            return "no such file"
+        return inspect_image(p)

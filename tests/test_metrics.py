@@ -1,0 +1,70 @@
+"""Metric values on a small case worked out by hand."""
+
+import math
+
+import numpy as np
+import pytest
+
+from stages.metrics import (balanced_accuracy, confusion, expected_calibration_error, log_loss, per_class_report,
+                            summary, top_k_accuracy)
+
+CLASSES = ["a", "b", "c"]
+# Row by row: predicted class, and the true class's rank among the three.
+PROBA = np.array([
+    [0.7, 0.2, 0.1],  # true a: right (confidence 0.7)
+    [0.5, 0.3, 0.2],  # true b: wrong, predicted a (0.5); b is 2nd
+    [0.1, 0.3, 0.6],  # true c: right (0.6)
+    [0.2, 0.5, 0.3],  # true c: wrong, predicted b (0.5); c is 2nd
+    [0.1, 0.1, 0.8],  # true a: wrong, predicted c (0.8); a ties b at 0.1 and wins 2nd place by column order
+])
+Y = np.array(["a", "b", "c", "c", "a"])
+
+
+def test_top_k_accuracy():
+    assert top_k_accuracy(PROBA, Y, CLASSES, 1) == pytest.approx(2 / 5)
+    assert top_k_accuracy(PROBA, Y, CLASSES, 2) == pytest.approx(5 / 5)
+    # Without the tie rule row 5 would miss at k=2: drop it and b's 2nd place must still count.
+    assert top_k_accuracy(PROBA[:4], Y[:4], CLASSES, 2) == 1.0
+
+
+def test_balanced_accuracy_is_the_mean_recall_per_class():
+    # recall a = 1/2 (rows 1, 5), b = 0/1, c = 1/2 (rows 3, 4): mean 1/3, while top1 is 2/5.
+    assert balanced_accuracy(PROBA, Y, CLASSES) == pytest.approx(1 / 3)
+
+
+def test_log_loss():
+    expected = -(math.log(0.7) + math.log(0.3) + math.log(0.6) + math.log(0.3) + math.log(0.1)) / 5
+    assert log_loss(PROBA, Y, CLASSES) == pytest.approx(expected)
+
+
+def test_expected_calibration_error():
+    # Bins by confidence: {0.7: right} gap 0.3, {0.5, 0.5: both wrong} gap 0.5 (weight 2/5),
+    # {0.6: right} gap 0.4, {0.8: wrong} gap 0.8 -> 0.3/5 + 2*0.5/5 + 0.4/5 + 0.8/5 = 0.5
+    assert expected_calibration_error(PROBA, Y, CLASSES) == pytest.approx(0.5)
+    assert expected_calibration_error(PROBA, Y, CLASSES, n_bins=10) == pytest.approx(0.5)
+    # Confidence 0.5 and half right: perfectly calibrated.
+    assert expected_calibration_error(np.full((2, 2), 0.5), ["a", "b"], ["a", "b"]) == pytest.approx(0.0)
+
+
+def test_per_class_report_and_confusion():
+    report = per_class_report(PROBA, Y, CLASSES).set_index("class")
+    # predicted a, a, c, b, c: a is predicted twice (right once) and true twice (found once).
+    assert report.loc["a", ["precision", "recall", "f1", "support"]].tolist() == [0.5, 0.5, 0.5, 2]
+    assert report.loc["b", ["precision", "recall", "f1", "support"]].tolist() == [0.0, 0.0, 0.0, 1]
+    assert report.loc["c", ["precision", "recall", "f1", "support"]].tolist() == [0.5, 0.5, 0.5, 2]
+    frame = confusion(PROBA, Y, CLASSES)
+    assert frame.actual.tolist() == Y.tolist()
+    assert frame.predicted.tolist() == ["a", "a", "c", "b", "c"]
+
+
+def test_summary_reports_top3_and_top5_only_beyond_five_classes():
+    assert set(summary(PROBA, Y, CLASSES)) == {"top1", "balanced_accuracy", "log_loss", "ece"}
+    six = [*CLASSES, "d", "e", "f"]
+    padded = np.hstack([PROBA * 0.94, np.full((5, 3), 0.02)])
+    s = summary(padded, Y, six)
+    assert {"top3", "top5"} <= set(s) and s["top1"] == pytest.approx(0.4) and s["top3"] == 1.0
+
+
+def test_unknown_label_is_an_error():
+    with pytest.raises(ValueError, match="'z'"):
+        top_k_accuracy(PROBA[:1], ["z"], CLASSES)

@@ -1,0 +1,54 @@
+"""What train_head and evaluate write: DVCLive curves and PNG grids, identical on rerun."""
+
+import numpy as np
+import pytest
+import torch
+
+from stages.backbones import get_backbone
+from stages.comparisons import split_last_block
+from stages.figures import misclassified_grid, save_figure
+from stages.images import load_rgb
+from stages.train_head import write_curves
+from tests.conftest import PETIMAGES
+
+HISTORY = [{"epoch": e, "lr": 1e-3, "train_loss": 1 / e, "train_accuracy": 1 - 0.5 / e,
+            "val_loss": abs(e - 3) + 0.5, "val_accuracy": 0.5 + 0.1 * e} for e in range(1, 6)]
+
+
+def files(folder):
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_training_curves_are_dvclive_files_identical_on_rerun(tmp_path):
+    write_curves(tmp_path / "a", HISTORY, best_epoch=3, title="test")
+    write_curves(tmp_path / "b", HISTORY, best_epoch=3, title="test")
+    a = files(tmp_path / "a")
+    assert set(a) == {"metrics.json", "plots/images/curves.png", "plots/metrics/train/loss.tsv",
+                      "plots/metrics/train/accuracy.tsv", "plots/metrics/val/loss.tsv",
+                      "plots/metrics/val/accuracy.tsv"}
+    assert a == files(tmp_path / "b")  # no timestamps
+    assert a["plots/metrics/val/loss.tsv"].decode().splitlines()[:2] == ["step\tloss", "1\t2.5"]
+    assert b'"best_epoch": 3' in a["metrics.json"] and b'"val_loss": 0.5' in a["metrics.json"]
+
+
+def test_misclassified_grid_shows_the_most_confident_mistakes_first(tmp_path):
+    paths = [str(PETIMAGES / "Cat" / f"{n}.jpg") for n in (1, 2, 3, 4)]
+    proba = np.array([[0.9, 0.1], [0.3, 0.7], [0.1, 0.9], [0.4, 0.6]])  # all true "Cat"
+    fig = misclassified_grid(paths, ["Cat"] * 4, proba, ["Cat", "Dog"], limit=2, title="t")
+    captions = [ax.get_title() for ax in fig.axes]
+    assert captions == ["true Cat (0.10)\npred Dog (0.90)", "true Cat (0.30)\npred Dog (0.70)"]
+    save_figure(fig, tmp_path / "a.png")
+    save_figure(misclassified_grid(paths, ["Cat"] * 4, proba, ["Cat", "Dog"], limit=2, title="t"), tmp_path / "b.png")
+    assert (tmp_path / "a.png").read_bytes() == (tmp_path / "b.png").read_bytes()
+    assert load_rgb(tmp_path / "a.png").size[0] > 200  # a real picture, not an empty canvas
+
+
+@pytest.mark.parametrize("name", ["efficientnet_lite0", "mobilenet_v2"])
+def test_split_last_block_recomposes_the_backbone(name):
+    backbone = get_backbone(name)
+    model = backbone.build()
+    x = torch.stack([backbone.transforms()(load_rgb(PETIMAGES / "Dog" / f"{n}.jpg")) for n in (1, 2)])
+    trunk, tail = split_last_block(model)
+    with torch.no_grad():
+        assert torch.allclose(tail(trunk(x)), model(x), atol=1e-5)
+    assert 0 < sum(p.numel() for p in tail.parameters()) < sum(p.numel() for p in model.parameters()) / 2
