@@ -9,6 +9,8 @@ kept epoch's validation numbers).
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
 import sys
 import tempfile
@@ -24,12 +26,29 @@ from stages.outputs import atomic_dir
 from stages.params import load_params
 
 
+@contextlib.contextmanager
+def outside_the_repo(folder: str):
+    """Run DVCLive as a plain file logger, blind to git and to the running DVC command.
+
+    DVCLive looks for the repo from the working directory: in a repo without commits it fails
+    ("Empty git repo"), and inside `dvc exp run` it git-adds files. This stage only wants its
+    per-epoch files, which DVC tracks as declared outs.
+    """
+    hidden = {k: os.environ.pop(k) for k in ("DVC_ROOT", "DVC_EXP_BASELINE_REV", "DVC_EXP_NAME") if k in os.environ}
+    here = os.getcwd()
+    os.chdir(folder)
+    try:
+        yield
+    finally:
+        os.chdir(here)
+        os.environ.update(hidden)
+
+
 def write_curves(out_dir: Path, history: list[dict], best_epoch: int, title: str) -> None:
     """Log the epochs with DVCLive, then publish its folder atomically as ``out_dir``."""
-    # DVCLive writes file by file, and inside `dvc exp run` it git-adds untracked files of its
-    # folder; a scratch folder outside the repo keeps both away from the workspace.
+    # DVCLive writes file by file; a scratch folder, published whole, keeps readers from half a log.
     with tempfile.TemporaryDirectory(prefix="petprobe-dvclive-") as scratch, atomic_dir(out_dir) as tmp:
-        with Live(dir=scratch, dvcyaml=False, save_dvc_exp=False, report=None) as live:
+        with outside_the_repo(scratch), Live(dir=scratch, dvcyaml=False, save_dvc_exp=False, report=None) as live:
             for record in history:
                 live.step = record["epoch"]  # steps are epochs (1, 2, ...), as in best_epoch
                 for split in ("train", "val"):
