@@ -74,7 +74,8 @@ def main(ds: str) -> None:
         test = manifest[(manifest.split == "test") & (manifest.label == source)].path.tolist()
         _, images = correctly_classified(model, test, classes.index(source), cfg.n_images, transforms, cfg.batch_size)
         if not len(images):
-            print(f"render@{ds}: no test image of {source} classified right; {source}->{target} skipped", file=sys.stderr)
+            print(f"render@{ds}: no test image of {source} is classified right; {source}->{target} skipped",
+                  file=sys.stderr)
             continue
         goal = torch.full((len(images),), classes.index(target))
         known = target in transfer_classes and source in transfer_classes

@@ -35,7 +35,9 @@ def test_pgd_stays_in_the_eps_ball_and_in_unit_range(small):
 def test_pgd_same_seed_same_images_other_seed_other_images(small):
     model, classes, images = small
     targets = flipped(classes)
-    make = lambda seed: PGD(model, eps=4 / 255, alpha=1 / 255, steps=2, seed=seed)(images[:2], targets[:2])  # noqa: E731
+    def make(seed):
+        return PGD(model, eps=4 / 255, alpha=1 / 255, steps=2, seed=seed)(images[:2], targets[:2])
+
     first = make(0)
     assert torch.equal(first, make(0))
     assert not torch.equal(first, make(1))

@@ -48,7 +48,8 @@ def test_render_writes_grids_metrics_and_the_eps_curve(rendered):
     assert set(report["ideal"]) == {"pixel", "fourier", "imagenet_pixel", "imagenet_fourier"}
     assert set(report["ideal"]["pixel"]) == {"Cat", "Dog"}
     assert list(report["ideal"]["imagenet_fourier"]) == ["340 zebra"]
-    assert report["attacks"]["config"]["pgd_8"] == "PGD(eps=0.031373, alpha=0.007843, steps=1, random_start=True, seed=0)"
+    assert report["attacks"]["config"]["pgd_8"] == \
+        "PGD(eps=0.031373, alpha=0.007843, steps=1, random_start=True, seed=0)"
     assert report["attacks"]["transfer_backbone"] == "mobilenet_v2"
     pair = report["attacks"]["Dog_to_Cat"]
     assert set(pair) == {"n_images", "transfer_clean_accuracy", "pgd_4", "pgd_8", "unbounded"}
