@@ -105,6 +105,29 @@ class EvaluateParams:
 @dataclass(frozen=True)
 class RenderParams:
     seed: int = _spec(0, ge=0)
+    head: str = _spec("head", choices=("head", "logreg"))  # which trained head the images are made for
+    # Ideal images: classes not in a dataset are skipped, so one list serves every dataset.
+    classes: list[str] = _spec(["Cat", "Dog", "Abyssinian", "Siamese", "american_bulldog", "yorkshire_terrier"])
+    imagenet_classes: list[int] = _spec([284, 340])  # only for backbones with an ImageNet classifier
+    image_size: int = _spec(224, ge=32)
+    steps: int = _spec(64, ge=1)
+    lr: float = _spec(0.05, gt=0.0)
+    tv_weight: float = _spec(0.05, ge=0.0)
+    l2_weight: float = _spec(0.01, ge=0.0)
+    # Targeted attacks, [source, target] by class name; pairs not in a dataset are skipped.
+    pairs: list[list[str]] = _spec([["Dog", "Cat"], ["Cat", "Dog"], ["Abyssinian", "Siamese"],
+                                    ["american_bulldog", "yorkshire_terrier"], ["Bengal", "havanese"]])
+    n_images: int = _spec(32, ge=1)
+    eps: list[float] = _spec([1 / 255, 2 / 255, 4 / 255, 8 / 255], min_len=1)
+    pgd_steps: int = _spec(10, ge=1)
+    pgd_alpha: float = _spec(0.25, gt=0.0)  # PGD step size, as a fraction of eps
+    random_start: bool = _spec(True)
+    unbounded_alpha: float = _spec(1 / 255, gt=0.0)
+    unbounded_steps: int = _spec(50, ge=1)
+    transfer_backbone: str = _spec("auto")  # auto = another registered backbone; none = skip
+    transfer_per_class: int = _spec(50, ge=1)
+    batch_size: int = _spec(16, ge=1)
+    grid_images: int = _spec(4, ge=1)
 
 
 @dataclass(frozen=True)
@@ -228,7 +251,24 @@ def parse_params(raw: dict) -> Params:
         raise PetprobeError("params.yaml: 'logreg.c_min' must not exceed 'logreg.c_max'")
     if params.data.val_fraction + params.data.test_fraction >= 1.0:
         raise PetprobeError("params.yaml: 'data.val_fraction' + 'data.test_fraction' must be < 1")
+    _check_render(params.render, list_backbones())
     return params
+
+
+def _check_render(render: RenderParams, backbones: list[str]) -> None:
+    for i, pair in enumerate(render.pairs):
+        if len(pair) != 2 or pair[0] == pair[1]:
+            raise PetprobeError(f"params.yaml: 'render.pairs[{i}]' must be [source, target], two different classes")
+    for i, eps in enumerate(render.eps):
+        if not 0.0 < eps <= 1.0:
+            raise PetprobeError(f"params.yaml: 'render.eps[{i}]' is {eps!r}; it must be in (0, 1] (pixel units)")
+    for i, index in enumerate(render.imagenet_classes):
+        if not 0 <= index < 1000:
+            raise PetprobeError(f"params.yaml: 'render.imagenet_classes[{i}]' is {index!r}; it must be in [0, 1000)")
+    valid = ["auto", "none", *backbones]
+    if render.transfer_backbone not in valid:
+        raise PetprobeError(f"params.yaml: 'render.transfer_backbone' is '{render.transfer_backbone}' "
+                            f"(valid: {_choices_line(valid)})")
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:

@@ -61,3 +61,24 @@ def cat_dog_embeddings() -> dict:
                                              precision=resolve_precision("fp32", torch.device("cpu")))))
         out[split] = {"paths": paths, "labels": np.array([p.split("/")[-2] for p in paths]), "X": X}
     return out
+
+
+@pytest.fixture(scope="session")
+def cat_dog_classifier(cat_dog_images):
+    """(PixelClassifier, class names, the 8 photos as [0,1] tensors): efficientnet_lite0 + a logreg fit on them."""
+    import numpy as np
+    import torch
+
+    from stages.backbones import get_backbone
+    from stages.classifier import load_images, pixel_classifier, pixel_transforms
+    from stages.heads import LogRegHead
+    from stages.images import load_rgb
+
+    backbone = get_backbone("efficientnet_lite0")
+    net = backbone.build()
+    images = load_images(cat_dog_images, pixel_transforms(backbone))
+    with torch.no_grad():
+        X = net(torch.stack([backbone.transforms()(load_rgb(p)) for p in cat_dog_images])).numpy()
+    y = np.array(["Cat"] * 4 + ["Dog"] * 4)
+    head = LogRegHead(cs=(0.1,)).fit(X, y)
+    return pixel_classifier(backbone, head.to_module(), net=net), [str(c) for c in head.classes_], images

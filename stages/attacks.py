@@ -1,0 +1,253 @@
+"""Targeted adversarial attacks in [0,1] pixel space, torchattacks-style, and how to measure them.
+
+An attack is a small object: ``__init__`` stores its hyperparameters under their own names,
+``attack(images, targets)`` returns adversarial images in [0,1], and ``repr(attack)`` lists the
+hyperparameters (it goes into render.json). The model must take [0,1] images and return one
+``(N, C)`` logits tensor (``stages.classifier.PixelClassifier``); normalisation is inside it.
+
+``assess`` measures a batch of adversarial images: success, target probability, L-inf and L2 size
+of the perturbation, success after a real 8-bit PNG write and read, and transfer to a second model.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from PIL import Image
+from tqdm import tqdm
+
+__all__ = ["Attack", "PGD", "Unbounded", "Assessment", "assess", "quantize", "png_roundtrip", "attack_suite",
+           "run_attacks", "pooled_summary"]
+
+
+class Attack:
+    """Base class: owns the model's mode (eval during the attack, restored after) and ``repr``.
+
+    ``batch_size`` only bounds memory: gradients are summed per image, so the result does not
+    depend on it.
+    """
+
+    def __init__(self, model: nn.Module, batch_size: int | None = None):
+        self.model = model
+        self.batch_size = batch_size
+
+    def __call__(self, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            return self.forward(images, targets)
+        finally:
+            self.model.train(was_training)
+
+    def forward(self, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _target_loss_grad(self, images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Gradient of each image's cross-entropy for its target class, and the logits it came with.
+
+        torch.autograd.grad leaves the model's ``.grad`` buffers untouched.
+        """
+        grads, logits = [], []
+        step = self.batch_size or len(images)
+        for x, t in zip(images.split(step), targets.split(step)):
+            x = x.detach().requires_grad_(True)
+            out = self.model(x)
+            grads.append(torch.autograd.grad(F.cross_entropy(out, t, reduction="sum"), x)[0])
+            logits.append(out.detach())
+        return torch.cat(grads), torch.cat(logits)
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={_short(v)}" for k, v in vars(self).items()
+                         if not k.startswith("_") and k not in ("model", "batch_size"))
+        return f"{type(self).__name__}({args})"
+
+
+def _short(value):
+    return round(value, 6) if isinstance(value, float) else value
+
+
+class PGD(Attack):
+    """Targeted projected gradient descent, L-inf (Madry et al. 2018, "Towards Deep Learning Models
+    Resistant to Adversarial Attacks"), on images in [0,1].
+
+    Each step moves every pixel by ``alpha`` against the sign of the gradient of the target class's
+    cross-entropy, then projects back onto ``|adv - images| <= eps`` and ``[0, 1]``.
+
+    Arguments:
+        model: [0,1] images ``(N, 3, H, W)`` -> logits ``(N, C)``.
+        eps: L-inf radius in pixel units (default 8/255).
+        alpha: step size in pixel units (default 2/255).
+        steps: number of steps (default 10).
+        random_start: start from a uniform random point of the eps ball (default True).
+        seed: seeds the random start; the same seed gives the same images.
+
+    Shape: images ``(N, 3, H, W)`` in [0,1], targets ``(N,)`` class indices -> ``(N, 3, H, W)`` in [0,1].
+
+    Example::
+        attack = PGD(model, eps=4/255, alpha=1/255, steps=10)
+        adversarial = attack(images, targets)
+    """
+
+    def __init__(self, model: nn.Module, eps: float = 8 / 255, alpha: float = 2 / 255, steps: int = 10,
+                 random_start: bool = True, seed: int = 0, batch_size: int | None = None):
+        super().__init__(model, batch_size)
+        self.eps = eps
+        self.alpha = alpha
+        self.steps = steps
+        self.random_start = random_start
+        self.seed = seed
+
+    def forward(self, images, targets):
+        images = images.detach()
+        adv = images.clone()
+        if self.random_start:
+            generator = torch.Generator(device=images.device).manual_seed(self.seed)
+            noise = torch.rand(images.shape, generator=generator, device=images.device, dtype=images.dtype)
+            adv = (adv + (2 * noise - 1) * self.eps).clamp(0, 1)
+        for _ in range(self.steps):
+            grad, _ = self._target_loss_grad(adv, targets)
+            adv = adv - self.alpha * grad.sign()  # targeted: lower the target's loss
+            adv = (images + (adv - images).clamp(-self.eps, self.eps)).clamp(0, 1).detach()
+        return adv
+
+
+class Unbounded(Attack):
+    """The seed's attack: signed-gradient steps toward the target with no eps ball, each image stopping
+    as soon as the model predicts the target (so its perturbation is as small as this walk finds).
+
+    Arguments:
+        model: [0,1] images -> logits.
+        alpha: step size in pixel units (default 1/255).
+        steps: most steps per image (default 50); images not fooled by then are returned as they are.
+
+    Example::
+        adversarial = Unbounded(model, alpha=1/255, steps=50)(images, targets)
+    """
+
+    def __init__(self, model: nn.Module, alpha: float = 1 / 255, steps: int = 50, batch_size: int | None = None):
+        super().__init__(model, batch_size)
+        self.alpha = alpha
+        self.steps = steps
+
+    def forward(self, images, targets):
+        adv = images.detach().clone()
+        todo = torch.arange(len(adv), device=adv.device)
+        for _ in range(self.steps):
+            # One pass gives both the check (already fooled?) and the step for the others.
+            grad, logits = self._target_loss_grad(adv[todo], targets[todo])
+            moving = logits.argmax(1) != targets[todo]
+            todo, grad = todo[moving], grad[moving]
+            if len(todo) == 0:
+                break
+            adv[todo] = (adv[todo] - self.alpha * grad.sign()).clamp(0, 1)
+        return adv
+
+
+def quantize(images: torch.Tensor) -> torch.Tensor:
+    """[0,1] floats -> uint8 ``(N, H, W, 3)``, rounded to the nearest 8-bit level, as an image file stores them."""
+    return (images.detach().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu()
+
+
+def png_roundtrip(images: torch.Tensor, folder: str | Path | None = None) -> torch.Tensor:
+    """Write each image as an 8-bit PNG file, read it back, return the [0,1] tensor that was read.
+
+    ``folder`` keeps the files; by default they go to a temporary folder that is removed.
+    """
+    with tempfile.TemporaryDirectory(prefix="petprobe-png-") as tmp:
+        folder = Path(folder or tmp)
+        folder.mkdir(parents=True, exist_ok=True)
+        read = []
+        for i, pixels in enumerate(quantize(images).numpy()):
+            path = folder / f"{i:04d}.png"
+            Image.fromarray(pixels, "RGB").save(path)
+            with Image.open(path) as im:
+                read.append(torch.from_numpy(np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0))
+    return torch.stack(read).permute(0, 3, 1, 2).contiguous().to(images.device)
+
+
+@dataclass
+class Assessment:
+    """Per-image measurements of one attack on one batch (all tensors ``(N,)``)."""
+
+    success: torch.Tensor  # the model predicts the target
+    p_target: torch.Tensor
+    linf: torch.Tensor  # perturbation size in [0,1] pixel units
+    l2: torch.Tensor
+    png_success: torch.Tensor  # still predicted as the target after an 8-bit PNG write and read
+    png_p_target: torch.Tensor
+    transfer_success: torch.Tensor | None = None  # the second model predicts the target
+
+    def summary(self) -> dict:
+        mean = lambda t: round(float(t.float().mean()), 6)  # noqa: E731
+        out = {"success": mean(self.success), "p_target": mean(self.p_target), "linf": mean(self.linf),
+               "l2": mean(self.l2), "png_success": mean(self.png_success), "png_p_target": mean(self.png_p_target)}
+        if self.transfer_success is not None:
+            out["transfer_success"] = mean(self.transfer_success)
+        return out
+
+
+@torch.no_grad()
+def assess(model: nn.Module, images: torch.Tensor, adversarial: torch.Tensor, targets: torch.Tensor, *,
+           transfer: nn.Module | None = None, transfer_targets: torch.Tensor | None = None,
+           batch_size: int = 16) -> Assessment:
+    """Measure ``adversarial`` (made from ``images`` for ``targets``) under ``model`` and, if given, ``transfer``.
+
+    The PNG check re-runs the model on the images read back from real PNG files, not on a
+    simulated rounding.
+    """
+    def probs(m, x):
+        device = next(m.parameters()).device
+        return torch.cat([m(c.to(device)).softmax(1).cpu() for c in x.split(batch_size)])
+
+    targets = targets.cpu()
+    delta = (adversarial - images).flatten(1).cpu()
+    p = probs(model, adversarial)
+    p_png = probs(model, png_roundtrip(adversarial))
+    rows = torch.arange(len(targets))
+    result = Assessment(success=p.argmax(1) == targets, p_target=p[rows, targets], linf=delta.abs().amax(1),
+                        l2=delta.norm(dim=1), png_success=p_png.argmax(1) == targets, png_p_target=p_png[rows, targets])
+    if transfer is not None:
+        result.transfer_success = probs(transfer, adversarial).argmax(1) == transfer_targets.cpu()
+    return result
+
+
+def attack_suite(model: nn.Module, *, eps, pgd_steps: int, pgd_alpha: float, random_start: bool, seed: int,
+                 unbounded_alpha: float, unbounded_steps: int, batch_size: int | None = None) -> dict[str, Attack]:
+    """``{"pgd_<eps*255>": PGD, ..., "unbounded": Unbounded}``; each PGD steps ``pgd_alpha * eps``."""
+    attacks: dict[str, Attack] = {
+        f"pgd_{e * 255:g}": PGD(model, eps=e, alpha=pgd_alpha * e, steps=pgd_steps, random_start=random_start,
+                                seed=seed, batch_size=batch_size)
+        for e in eps
+    }
+    attacks["unbounded"] = Unbounded(model, alpha=unbounded_alpha, steps=unbounded_steps, batch_size=batch_size)
+    return attacks
+
+
+def run_attacks(attacks: dict[str, Attack], images: torch.Tensor, targets: torch.Tensor, *,
+                transfer: nn.Module | None = None, transfer_targets: torch.Tensor | None = None,
+                batch_size: int = 16, desc: str = "attacks") -> tuple[dict[str, torch.Tensor], dict[str, Assessment]]:
+    """Run every attack on ``images`` (on the model's device) and assess it; tensors come back on the CPU."""
+    adversarial, assessments = {}, {}
+    for name, attack in tqdm(attacks.items(), desc=desc, unit="attack"):
+        device = next(attack.model.parameters()).device
+        adversarial[name] = attack(images.to(device), targets.to(device)).cpu()
+        assessments[name] = assess(attack.model, images, adversarial[name], targets, transfer=transfer,
+                                   transfer_targets=transfer_targets, batch_size=batch_size)
+    return adversarial, assessments
+
+
+def pooled_summary(assessments: list[Assessment]) -> dict:
+    """Rates over the images of several assessments together (e.g. every pair at one eps)."""
+    fields = ["success", "p_target", "png_success"]
+    if assessments[0].transfer_success is not None:
+        fields.append("transfer_success")
+    out = {"n_images": sum(len(a.success) for a in assessments)}
+    for name in fields:
+        out[name] = round(float(torch.cat([getattr(a, name) for a in assessments]).float().mean()), 6)
+    return out

@@ -1,0 +1,259 @@
+"""Feature visualisation: optimise an image so a classifier sees a class in it (the Lucid idea).
+
+Four parts, each replaceable:
+
+- **parametrisations** return ``(params, image_f)``: the leaf tensors Adam updates and a closure
+  building the ``(N, 3, H, W)`` image, always in [0,1] through a sigmoid. ``pixel_image`` is one
+  free value per pixel; ``fourier_image`` holds a spectrum scaled by 1/frequency and decorrelated
+  colours, which favours natural-looking, low-frequency images;
+- **transforms** are factories returning ``inner(image, generator)`` closures (``pad``,
+  ``jitter``, ``random_scale``, ``random_rotate``); their randomness comes from the generator
+  ``render`` seeds, so a seed reproduces an image exactly;
+- **objectives** map ``(logits, image)`` to one score per image and combine with ``+ - *``:
+  ``class_log_prob(targets) - 0.05 * total_variation()``;
+- ``render(model, objective, param_f, transforms, steps=, lr=, seed=)`` runs Adam and returns
+  the images as a tensor. Writing files is the caller's job.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Callable, Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from tqdm import tqdm
+
+__all__ = ["pixel_image", "fourier_image", "color_sqrt", "pad", "jitter", "random_scale", "random_rotate",
+           "compose", "standard_transforms", "Objective", "class_logit", "class_log_prob", "total_variation",
+           "l2", "render", "ideal_images"]
+
+Shape = tuple[int, int, int, int]
+
+
+# --- parametrisations -----------------------------------------------------------------------------
+
+
+def pixel_image(shape: Shape, *, sd: float = 0.01, generator: torch.Generator | None = None, device="cpu"):
+    """One free value per pixel and channel; the image is their sigmoid (grey at the start)."""
+    logits = (torch.randn(shape, generator=generator) * sd).to(device).requires_grad_(True)
+    return [logits], lambda: torch.sigmoid(logits)
+
+
+def fourier_image(shape: Shape, *, sd: float = 0.01, decay_power: float = 1.0, color: torch.Tensor | None = None,
+                  generator: torch.Generator | None = None, device="cpu"):
+    """A spectrum per channel, scaled by 1/frequency**decay_power, in decorrelated colour space.
+
+    Equal steps on every coefficient then change coarse structure much more than fine detail, and
+    a step along one colour axis moves along a principal direction of natural-image colour
+    (``color``, from ``color_sqrt``; identity when None), so the optimum found looks less like
+    high-frequency noise than a pixel-space one.
+    """
+    n, c, h, w = shape
+    freq = torch.sqrt(torch.fft.fftfreq(h)[:, None] ** 2 + torch.fft.rfftfreq(w)[None, :] ** 2)
+    # Clamp the zero frequency (the mean colour) to the lowest non-zero one instead of infinity, and
+    # scale to unit RMS so a white-noise spectrum of std sd gives pixels of std ~sd at any size.
+    scale = 1.0 / freq.clamp(min=1.0 / max(h, w)) ** decay_power
+    scale = (scale / scale.pow(2).mean().sqrt()).to(device)
+    spectrum = (torch.randn((n, c, *freq.shape, 2), generator=generator) * sd).to(device).requires_grad_(True)
+    color = (torch.eye(c) if color is None else color).to(device)
+
+    def image_f():
+        coefficients = torch.view_as_complex(spectrum) * scale
+        # ortho: a coefficient's step moves the pixels by the same amount whatever the image size.
+        decorrelated = torch.fft.irfft2(coefficients, s=(h, w), norm="ortho")
+        return torch.sigmoid(torch.einsum("ij,njhw->nihw", color, decorrelated))
+
+    return [spectrum], image_f
+
+
+def color_sqrt(images: torch.Tensor) -> torch.Tensor:
+    """Square root of the RGB covariance of ``images`` (N, 3, H, W), scaled to unit largest column norm.
+
+    Multiplying independent unit-variance channels by it gives colours correlated like the
+    images' own; the scaling keeps a unit step a unit step.
+    """
+    pixels = images.permute(1, 0, 2, 3).flatten(1).double()
+    values, vectors = torch.linalg.eigh(torch.cov(pixels))
+    root = vectors @ torch.diag(values.clamp(min=0).sqrt()) @ vectors.T
+    return (root / root.norm(dim=0).max()).float()
+
+
+# --- transforms ---------------------------------------------------------------------------------
+
+Transform = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+
+
+def _choice(options: Sequence, generator: torch.Generator):
+    return options[int(torch.randint(len(options), (1,), generator=generator))]
+
+
+def pad(width: int, value: float = 0.5) -> Transform:
+    """Pad every side by ``width`` pixels of constant ``value`` (grey), so jitter never wraps content."""
+    def inner(image, generator):
+        return F.pad(image, (width,) * 4, value=value)
+    return inner
+
+
+def jitter(d: int) -> Transform:
+    """Random crop that is ``d`` pixels smaller in each direction (a shift of 0..d pixels)."""
+    def inner(image, generator):
+        dx, dy = (int(v) for v in torch.randint(d + 1, (2,), generator=generator))
+        h, w = image.shape[-2:]
+        return image[..., dy:h - d + dy, dx:w - d + dx]
+    return inner
+
+
+def random_scale(scales: Sequence[float]) -> Transform:
+    """Resize by a factor drawn from ``scales`` (bilinear)."""
+    def inner(image, generator):
+        factor = float(_choice(scales, generator))
+        if factor == 1.0:
+            return image
+        return F.interpolate(image, scale_factor=factor, mode="bilinear", align_corners=False)
+    return inner
+
+
+def random_rotate(angles: Sequence[float]) -> Transform:
+    """Rotate about the centre by an angle in degrees drawn from ``angles`` (edges repeat the border)."""
+    def inner(image, generator):
+        angle = math.radians(float(_choice(angles, generator)))
+        if angle == 0.0:
+            return image
+        cos, sin = math.cos(angle), math.sin(angle)
+        theta = torch.tensor([[cos, -sin, 0.0], [sin, cos, 0.0]], dtype=image.dtype, device=image.device)
+        grid = F.affine_grid(theta.expand(len(image), 2, 3), list(image.shape), align_corners=False)
+        return F.grid_sample(image, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return inner
+
+
+def compose(transforms: Sequence[Transform]) -> Transform:
+    def inner(image, generator):
+        for transform in transforms:
+            image = transform(image, generator)
+        return image
+    return inner
+
+
+def standard_transforms() -> list[Transform]:
+    """Small random shifts, scalings and rotations each step: the image must work under all of them."""
+    return [pad(12), jitter(8), random_scale([1 + (i - 5) / 50 for i in range(11)]),
+            random_rotate(list(range(-10, 11)) + 5 * [0]), jitter(4)]
+
+
+# --- objectives ---------------------------------------------------------------------------------
+
+
+class Objective:
+    """A score per image, ``fn(logits, image) -> (N,)``, to maximise; combine with ``+``, ``-``, ``*``."""
+
+    def __init__(self, fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], name: str):
+        self.fn = fn
+        self.name = name
+
+    def __call__(self, logits, image):
+        return self.fn(logits, image)
+
+    def __add__(self, other: "Objective") -> "Objective":
+        return Objective(lambda lo, im: self(lo, im) + other(lo, im), f"{self.name} + {other.name}")
+
+    def __sub__(self, other: "Objective") -> "Objective":
+        return Objective(lambda lo, im: self(lo, im) - other(lo, im), f"{self.name} - {other.name}")
+
+    def __mul__(self, weight: float) -> "Objective":
+        return Objective(lambda lo, im: weight * self(lo, im), f"{weight:g} * {self.name}")
+
+    __rmul__ = __mul__
+
+    def __neg__(self) -> "Objective":
+        return -1.0 * self
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+def _rows(targets, logits):
+    targets = torch.as_tensor(targets, device=logits.device)
+    return torch.arange(len(logits), device=logits.device), targets
+
+
+def class_logit(targets) -> Objective:
+    """The logit of ``targets[i]`` for image i."""
+    def fn(logits, image):
+        rows, t = _rows(targets, logits)
+        return logits[rows, t]
+    return Objective(fn, "class_logit")
+
+
+def class_log_prob(targets) -> Objective:
+    """The log-softmax of ``targets[i]`` for image i: raising it also lowers every other class."""
+    def fn(logits, image):
+        rows, t = _rows(targets, logits)
+        return logits.log_softmax(1)[rows, t]
+    return Objective(fn, "class_log_prob")
+
+
+def total_variation() -> Objective:
+    """Mean absolute difference between neighbouring pixels (a cost: subtract it)."""
+    def fn(logits, image):
+        dy = (image[..., 1:, :] - image[..., :-1, :]).abs().flatten(1).mean(1)
+        dx = (image[..., :, 1:] - image[..., :, :-1]).abs().flatten(1).mean(1)
+        return dx + dy
+    return Objective(fn, "total_variation")
+
+
+def l2(center: float = 0.5) -> Objective:
+    """Mean squared distance of the pixels from ``center`` (a cost: subtract it)."""
+    return Objective(lambda logits, image: ((image - center) ** 2).flatten(1).mean(1), "l2")
+
+
+# --- the loop -----------------------------------------------------------------------------------
+
+
+def render(model: nn.Module, objective: Objective, param_f: Callable, transforms: Sequence[Transform] = (), *,
+           steps: int = 128, lr: float = 0.05, seed: int = 0, device: torch.device | str = "cpu",
+           desc: str = "render") -> torch.Tensor:
+    """Maximise ``objective`` over the image ``param_f(generator=, device=)`` builds; return it ``(N, 3, H, W)``.
+
+    ``model`` maps [0,1] images to logits; its weights are left untouched (gradients go to the
+    image parameters only, and the model runs in eval mode, restored afterwards).
+    """
+    generator = torch.Generator().manual_seed(seed)
+    params, image_f = param_f(generator=generator, device=device)
+    transform = compose(transforms)
+    optimizer = torch.optim.Adam(params, lr=lr)
+    was_training = model.training
+    model.eval()
+    try:
+        for _ in tqdm(range(steps), desc=desc, unit="step"):
+            image = image_f()
+            score = objective(model(transform(image, generator)), image).sum()
+            # autograd.grad: only the image parameters get gradients, never the model's buffers.
+            for param, grad in zip(params, torch.autograd.grad(-score, params)):
+                param.grad = grad
+            optimizer.step()
+    finally:
+        model.train(was_training)
+    with torch.no_grad():
+        return image_f().detach()
+
+
+def ideal_images(model: nn.Module, targets: Sequence[int], *, size: int, steps: int, lr: float, seed: int,
+                 tv_weight: float, l2_weight: float, color: torch.Tensor | None = None,
+                 device: torch.device | str = "cpu", desc: str = "ideal") -> dict[str, torch.Tensor]:
+    """One image per target class in each parametrisation: ``{"pixel": (N,3,size,size), "fourier": ...}``.
+
+    ``pixel`` is the plain method, held back by total-variation and L2 penalties; ``fourier`` relies
+    on its 1/f spectrum and decorrelated colours instead. Both use ``standard_transforms``.
+    """
+    shape = (len(targets), 3, size, size)
+    goal = class_log_prob(list(targets))
+    setups = {
+        "pixel": (functools.partial(pixel_image, shape), goal - tv_weight * total_variation() - l2_weight * l2()),
+        "fourier": (functools.partial(fourier_image, shape, color=color), goal),
+    }
+    return {name: render(model, objective, param_f, standard_transforms(), steps=steps, lr=lr, seed=seed,
+                         device=device, desc=f"{desc} {name}")
+            for name, (param_f, objective) in setups.items()}

@@ -1,0 +1,123 @@
+"""Targeted attacks on a real classifier (efficientnet_lite0 + logreg) and real photos."""
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from PIL import Image
+
+from stages.attacks import PGD, Unbounded, assess, png_roundtrip, quantize
+
+
+@pytest.fixture(scope="module")
+def small(cat_dog_classifier):
+    """The classifier, class names, and the 8 photos at 96 px (enough for the invariants, 5x cheaper)."""
+    model, classes, images = cat_dog_classifier
+    return model, classes, F.interpolate(images, size=96, mode="bilinear", antialias=True).clamp(0, 1)
+
+
+def flipped(classes, n_cats=4, n_dogs=4):
+    """Targets: Dog for the four cats, Cat for the four dogs."""
+    return torch.tensor([classes.index("Dog")] * n_cats + [classes.index("Cat")] * n_dogs)
+
+
+def test_pgd_stays_in_the_eps_ball_and_in_unit_range(small):
+    model, classes, images = small
+    eps = 2 / 255
+    adv = PGD(model, eps=eps, alpha=1 / 255, steps=3, random_start=True, seed=0)(images, flipped(classes))
+    assert adv.shape == images.shape
+    assert 0.0 <= float(adv.min()) and float(adv.max()) <= 1.0
+    # 1e-6: adv = images + clamped delta is one float rounding away from the exact ball.
+    assert float((adv - images).abs().max()) <= eps + 1e-6
+    assert float((adv - images).abs().max()) > eps / 2  # it did move
+
+
+def test_pgd_same_seed_same_images_other_seed_other_images(small):
+    model, classes, images = small
+    targets = flipped(classes)
+    def make(seed):
+        return PGD(model, eps=4 / 255, alpha=1 / 255, steps=2, seed=seed)(images[:2], targets[:2])
+
+    first = make(0)
+    assert torch.equal(first, make(0))
+    assert not torch.equal(first, make(1))
+
+
+def test_pgd_restores_training_mode_and_leaves_model_gradients_alone(small):
+    model, classes, images = small
+    model.train()
+    try:
+        PGD(model, eps=1 / 255, alpha=1 / 255, steps=1)(images[:1], flipped(classes)[:1])
+        assert model.training
+    finally:
+        model.eval()
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_pgd_repr_lists_its_hyperparameters(small):
+    model, _, _ = small
+    assert repr(PGD(model, eps=4 / 255, alpha=1 / 255, steps=10, random_start=False, seed=3)) == \
+        "PGD(eps=0.015686, alpha=0.003922, steps=10, random_start=False, seed=3)"
+    assert repr(Unbounded(model, alpha=1 / 255, steps=50)) == "Unbounded(alpha=0.003922, steps=50)"
+
+
+def test_pgd_turns_dogs_into_cats_at_224px(cat_dog_classifier):
+    model, classes, images = cat_dog_classifier
+    dogs, cat = images[4:6], classes.index("Cat")
+    targets = torch.full((2,), cat)
+    adv = PGD(model, eps=8 / 255, alpha=2 / 255, steps=5, seed=0, batch_size=1)(dogs, targets)
+    result = assess(model, dogs, adv, targets)
+    assert result.success.all()
+    assert float(result.p_target.min()) > 0.9
+    assert torch.allclose(result.linf, torch.full((2,), 8 / 255), atol=1e-6)
+
+
+def test_unbounded_leaves_fooled_images_alone_and_moves_the_others(small):
+    model, classes, images = small
+    with torch.no_grad():
+        predicted = model(images[:2]).argmax(1)
+    # Image 0 already "is" its target; image 1 must be pushed to the other class.
+    targets = torch.stack([predicted[0], 1 - predicted[1]])
+    adv = Unbounded(model, alpha=1 / 255, steps=30)(images[:2], targets)
+    assert torch.equal(adv[0], images[0])
+    assert not torch.equal(adv[1], images[1])
+    assert 0.0 <= float(adv.min()) and float(adv.max()) <= 1.0
+    with torch.no_grad():
+        assert int(model(adv[1:]).argmax(1)) == int(targets[1])
+
+
+def test_quantize_rounds_to_8_bit_levels_and_png_roundtrip_reads_real_files(tmp_path):
+    images = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    levels = quantize(images)
+    assert levels.dtype == torch.uint8 and levels.shape == (2, 8, 8, 3)
+    back = png_roundtrip(images, tmp_path)
+    assert not torch.equal(back, images)  # random floats are not on the 1/255 grid
+    assert torch.equal(back, levels.permute(0, 3, 1, 2).float() / 255)
+    assert float((back - images).abs().max()) <= 0.5 / 255 + 1e-7
+    files = sorted(tmp_path.glob("*.png"))
+    assert len(files) == 2
+    with Image.open(files[0]) as im:
+        assert (im.format, im.mode, im.size) == ("PNG", "RGB", (8, 8))
+
+
+class MeanThreshold(nn.Module):
+    """Logits (0, mean(x) - threshold): class 1 exactly when the mean pixel exceeds the threshold."""
+
+    def __init__(self, threshold: float):
+        super().__init__()
+        self.threshold = nn.Parameter(torch.tensor(threshold), requires_grad=False)
+
+    def forward(self, x):
+        score = x.flatten(1).mean(1) - self.threshold
+        return torch.stack([torch.zeros_like(score), score], 1)
+
+
+def test_assess_recomputes_success_on_the_image_read_back_from_png():
+    # 127.4/255 beats the threshold 127.2/255 as a float, but the PNG stores 127/255, which does not.
+    model = MeanThreshold(127.2 / 255)
+    images = torch.full((1, 3, 4, 4), 127 / 255)
+    adversarial = torch.full((1, 3, 4, 4), 127.4 / 255)
+    result = assess(model, images, adversarial, torch.tensor([1]))
+    assert result.success.tolist() == [True]
+    assert result.png_success.tolist() == [False]
+    assert float(result.png_p_target) < 0.5 < float(result.p_target)

@@ -1,0 +1,61 @@
+"""The render stage end to end on 12 real photos, with tiny settings: embed, train_logreg, render."""
+
+import json
+
+import pandas as pd
+import pytest
+import yaml
+from PIL import Image
+
+from conftest import PETIMAGES
+
+TINY = {
+    "datasets": ["catsdogs"],
+    "render": {"image_size": 32, "steps": 2, "n_images": 2, "eps": [4 / 255, 8 / 255], "pgd_steps": 1,
+               "unbounded_steps": 2, "transfer_per_class": 2, "grid_images": 1, "head": "logreg",
+               "imagenet_classes": [340]},
+    "logreg": {"c_steps": 2},
+    "embed": {"num_workers": 0, "precision": "fp32"},
+}
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory):
+    from stages import embed, render, train_logreg
+
+    root = tmp_path_factory.mktemp("repo")
+    rows = [(PETIMAGES / label / f"{n}.jpg", label, split)
+            for label in ("Cat", "Dog") for n, split in zip(range(1, 7), ["train"] * 2 + ["val"] * 2 + ["test"] * 2)]
+    prepared = root / "data/prepared/catsdogs"
+    prepared.mkdir(parents=True)
+    pd.DataFrame(rows, columns=["path", "label", "split"]).to_csv(prepared / "manifest.csv", index=False)
+    (prepared / "classes.json").write_text(json.dumps(["Cat", "Dog"]))
+    (root / "params.yaml").write_text(yaml.safe_dump(TINY))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        for stage in (embed, train_logreg, render):
+            stage.main("catsdogs")
+    return root
+
+
+def test_render_writes_grids_metrics_and_the_eps_curve(rendered):
+    out = rendered / "data/render/catsdogs"
+    assert sorted(p.name for p in out.iterdir()) == ["attack_Cat_to_Dog.png", "attack_Dog_to_Cat.png", "ideal.png"]
+    with Image.open(out / "ideal.png") as im:
+        assert im.format == "PNG" and im.width > 2 * 224  # two classes (Cat, Dog) side by side
+    report = json.loads((rendered / "metrics/catsdogs/render.json").read_text())
+    assert report["backbone"] == "efficientnet_lite0" and report["head"] == "logreg"
+    assert set(report["ideal"]) == {"pixel", "fourier", "imagenet_pixel", "imagenet_fourier"}
+    assert set(report["ideal"]["pixel"]) == {"Cat", "Dog"}
+    assert list(report["ideal"]["imagenet_fourier"]) == ["340 zebra"]
+    assert report["attacks"]["config"]["pgd_8"] == \
+        "PGD(eps=0.031373, alpha=0.007843, steps=1, random_start=True, seed=0)"
+    assert report["attacks"]["transfer_backbone"] == "mobilenet_v2"
+    pair = report["attacks"]["Dog_to_Cat"]
+    assert set(pair) == {"n_images", "transfer_clean_accuracy", "pgd_4", "pgd_8", "unbounded"}
+    assert set(pair["pgd_8"]) == {"success", "p_target", "linf", "l2", "png_success", "png_p_target",
+                                  "transfer_success"}
+    assert pair["pgd_8"]["linf"] == pytest.approx(8 / 255, abs=1e-6)
+    curve = json.loads((rendered / "metrics/catsdogs/render_eps.json").read_text())
+    assert [row["eps_255"] for row in curve] == [4, 8]
+    assert all(0 <= row["success"] <= 1 and row["n_images"] >= 1 for row in curve)
