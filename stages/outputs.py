@@ -44,6 +44,7 @@ def atomic_dir(path: str | Path):
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(path)
     tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(".tmp-", path), dir=path.parent))
+    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; outs should look like any other folder
     try:
         yield tmp
         if path.exists():

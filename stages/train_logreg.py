@@ -39,6 +39,7 @@ def main(ds: str) -> None:
     # One row per C: a DVC plot of the search, not metrics (they would swamp `dvc metrics diff`).
     write_json(Path("metrics") / ds / "logreg_search.json", [
         {"C": round(c, 8), "val_accuracy": round(head.val_scores_[c], 6), "val_log_loss": round(head.val_log_loss_[c], 6),
+         "within_one_se": head.val_scores_[c] >= max(head.val_scores_.values()) - head.val_tolerance_ - 1e-12,
          "chosen": c == head.C_}
         for c in head.val_scores_
     ])
