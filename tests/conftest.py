@@ -82,3 +82,10 @@ def cat_dog_classifier(cat_dog_images):
     y = np.array(["Cat"] * 4 + ["Dog"] * 4)
     head = LogRegHead(cs=(0.1,)).fit(X, y)
     return pixel_classifier(backbone, head.to_module(), net=net), [str(c) for c in head.classes_], images
+
+
+def make_quick(params: dict) -> dict:
+    """Shrink the render stage's work for end-to-end tests: they check the pipeline, not the pictures."""
+    params["render"].update(steps=4, image_size=64, pgd_steps=2, unbounded_steps=3, n_images=2,
+                            transfer_per_class=4)
+    return params

@@ -11,7 +11,7 @@ import subprocess
 import pytest
 import yaml
 
-from conftest import PETIMAGES, copy_repo
+from conftest import PETIMAGES, copy_repo, make_quick
 
 
 def dvc(repo, *args) -> str:
@@ -39,6 +39,7 @@ def test_logreg_params_never_reembed_and_a_backbone_switched_back_is_a_run_cache
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params.update(datasets=["tiny"], imagefolders={"tiny": str(folder)})
     params["embed"]["num_workers"] = 0
+    make_quick(params)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     git(repo, "init", "-q")
     git(repo, "add", "-A")

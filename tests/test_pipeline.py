@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import DATASETS, copy_repo
+from conftest import DATASETS, copy_repo, make_quick
 
 
 def run(cmd, cwd, env):
@@ -28,6 +28,7 @@ def small_repo(tmp_path_factory):
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["data"]["mirror"] = str(DATASETS)
     params["data"]["max_per_class"] = 4
+    make_quick(params)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     (repo / "dvc.lock").unlink(missing_ok=True)
     env = dict(os.environ, DVC_NO_ANALYTICS="1", DVC_SITE_CACHE_DIR=str(tmp_path_factory.mktemp("site")))
