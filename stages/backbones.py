@@ -49,6 +49,7 @@ __all__ = [
     "get_backbone",
     "list_backbones",
     "EfficientNetLite0",
+    "PooledFeatures",
 ]
 
 
@@ -385,7 +386,7 @@ def _build_efficientnet_lite0(state_dict: dict) -> nn.Module:
 # --- mobilenet_v2 (offline weights of the original reference implementation) -----------------
 
 
-class _PooledFeatures(nn.Module):
+class PooledFeatures(nn.Module):
     """A convolutional trunk followed by global average pooling."""
 
     def __init__(self, features: nn.Module):
@@ -417,7 +418,7 @@ def _build_mobilenet_v2_offline(state_dict: dict) -> nn.Module:
 
     features = mobilenet_v2(weights=None).features
     features.load_state_dict({_mobilenet_v2_key(k): v for k, v in state_dict.items()}, strict=True)
-    return _PooledFeatures(features)
+    return PooledFeatures(features)
 
 
 _IMAGENET = dict(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))  # what the reference weights expect

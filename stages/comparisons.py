@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torchvision.transforms import v2
 from tqdm import tqdm
 
-from stages.backbones import EfficientNetLite0
+from stages.backbones import EfficientNetLite0, PooledFeatures
 from stages.embeddings import image_batches
 from stages.errors import PetprobeError
 from stages.images import load_rgb
@@ -48,15 +48,6 @@ class _LiteTail(nn.Module):
         return F.relu6(self.bn(self.conv_head(x))).mean((2, 3))
 
 
-class _Pooled(nn.Module):
-    def __init__(self, layers: nn.Module):
-        super().__init__()
-        self.layers = layers
-
-    def forward(self, x):
-        return self.layers(x).mean((2, 3))
-
-
 def split_last_block(model: nn.Module) -> tuple[nn.Module, nn.Module]:
     """(trunk, tail) with ``tail(trunk(x)) == model(x)``; the tail is the last block + final conv + pooling."""
     if isinstance(model, EfficientNetLite0):
@@ -64,7 +55,7 @@ def split_last_block(model: nn.Module) -> tuple[nn.Module, nn.Module]:
         return _LiteTrunk(model, n), _LiteTail(model, n)
     features = getattr(model, "features", None)
     if isinstance(features, nn.Sequential) and len(features) > 2:  # mobilenet_v2: ... block 17, final 1x1 conv
-        return features[:-2], _Pooled(features[-2:])
+        return features[:-2], PooledFeatures(features[-2:])
     raise PetprobeError(f"fine-tuning does not know where the last block of {type(model).__name__} is; "
                         "use efficientnet_lite0 or mobilenet_v2")
 

@@ -29,7 +29,7 @@ from stages.errors import PetprobeError
 from stages.images import load_rgb_tensor
 
 __all__ = ["ImageFiles", "Precision", "fold_batchnorm", "image_batches", "resolve_device", "resolve_precision", "resolve_batch_size",
-           "embed_images", "image_list_sha256", "load_split", "load_manifest"]
+           "embed_images", "image_list_sha256", "load_split", "load_training_data", "load_manifest"]
 
 
 class ImageFiles(Dataset):
@@ -221,3 +221,10 @@ def load_split(embeddings: Path, manifest: pd.DataFrame, split: str) -> np.ndarr
         raise PetprobeError(f"{npy} has shape {getattr(array, 'shape', '?')} {getattr(array, 'dtype', '')}, "
                             f"expected ({len(rows)}, {dim}) float32; {rerun}")
     return array
+
+
+def load_training_data(embeddings: Path, manifest: pd.DataFrame) -> tuple[dict, dict]:
+    """Embeddings and labels of the train and val splits: ``({split: X}, {split: y})``."""
+    X = {split: load_split(embeddings, manifest, split) for split in ("train", "val")}
+    y = {split: manifest.label[manifest.split == split].to_numpy() for split in ("train", "val")}
+    return X, y

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from dvclive import Live
 
-from stages.embeddings import load_manifest, load_split
+from stages.embeddings import load_manifest, load_training_data
 from stages.errors import run_stage
 from stages.figures import training_curves
 from stages.heads import TorchHead
@@ -70,9 +70,7 @@ def main(ds: str) -> None:
     cfg = params.head
 
     manifest, classes = load_manifest(Path("data/prepared") / ds)
-    embeddings = Path("data/embeddings") / ds
-    X = {split: load_split(embeddings, manifest, split) for split in ("train", "val")}
-    y = {split: manifest.label[manifest.split == split].to_numpy() for split in ("train", "val")}
+    X, y = load_training_data(Path("data/embeddings") / ds, manifest)
 
     head = TorchHead(hidden=cfg.hidden, dropout=cfg.dropout, lr=cfg.lr, weight_decay=cfg.weight_decay,
                      batch_size=cfg.batch_size, max_epochs=cfg.max_epochs, patience=cfg.patience,

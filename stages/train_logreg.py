@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stages.embeddings import load_manifest, load_split
+from stages.embeddings import load_manifest, load_training_data
 from stages.errors import run_stage
 from stages.heads import LogRegHead, c_grid
 from stages.outputs import write_json
@@ -25,9 +25,7 @@ def main(ds: str) -> None:
     cfg = params.logreg
 
     manifest, classes = load_manifest(Path("data/prepared") / ds)
-    embeddings = Path("data/embeddings") / ds
-    X = {split: load_split(embeddings, manifest, split) for split in ("train", "val")}
-    y = {split: manifest.label[manifest.split == split].to_numpy() for split in ("train", "val")}
+    X, y = load_training_data(Path("data/embeddings") / ds, manifest)
 
     head = LogRegHead(cs=tuple(c_grid(cfg.c_min, cfg.c_max, cfg.c_steps)), max_iter=cfg.max_iter)
     head.fit(X["train"], y["train"], X["val"], y["val"])
