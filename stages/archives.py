@@ -28,7 +28,7 @@ from pathlib import Path, PurePosixPath
 
 from tqdm import tqdm
 
-from stages.errors import PetprobeError
+from stages.errors import PetprobeError, one_line
 
 __all__ = ["FetchResult", "fetch", "extract", "copy_tree", "file_digests", "MAX_UNPACKED_BYTES"]
 
@@ -227,7 +227,7 @@ def extract(archive: str | Path, target: str | Path, *, max_bytes: int = MAX_UNP
         raise
     except _DAMAGED as err:
         _remove(created)
-        raise PetprobeError(f"{archive} is damaged or unreadable ({' '.join(str(err).split()) or type(err).__name__}); "
+        raise PetprobeError(f"{archive} is damaged or unreadable ({one_line(err)}); "
                             f"delete it and download again") from None
     except BaseException:  # Ctrl-C included: leave no half-unpacked tree behind
         _remove(created)

@@ -25,7 +25,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from stages.errors import PetprobeError
+from stages.errors import PetprobeError, one_line
 from stages.images import load_rgb_tensor
 
 __all__ = ["ImageFiles", "Precision", "fold_batchnorm", "image_batches", "resolve_device", "resolve_precision", "resolve_batch_size",
@@ -190,10 +190,6 @@ def load_manifest(prepared: Path) -> tuple[pd.DataFrame, list[str]]:
     return manifest, classes
 
 
-def _one_line(err: BaseException) -> str:
-    return " ".join(str(err).split()) or type(err).__name__
-
-
 def load_split(embeddings: Path, manifest: pd.DataFrame, split: str) -> np.ndarray:
     """The embeddings of one split, verified against the manifest rows they claim to hold."""
     meta_path = embeddings / "meta.json"
@@ -204,7 +200,7 @@ def load_split(embeddings: Path, manifest: pd.DataFrame, split: str) -> np.ndarr
     except OSError:
         raise PetprobeError(f"{meta_path} is missing; run the embed stage") from None
     except ValueError as err:
-        raise PetprobeError(f"{meta_path} is not valid JSON ({_one_line(err)}); {rerun}") from None
+        raise PetprobeError(f"{meta_path} is not valid JSON ({one_line(err)}); {rerun}") from None
     try:
         expected, dim = meta["splits"][split], int(meta["dim"])
         listed, n = str(expected["image_list_sha256"]), int(expected["n"])
@@ -216,7 +212,7 @@ def load_split(embeddings: Path, manifest: pd.DataFrame, split: str) -> np.ndarr
     try:
         array = np.load(npy, allow_pickle=False)
     except (OSError, ValueError, EOFError) as err:  # EOFError: a file cut inside its header
-        raise PetprobeError(f"{npy} is unreadable or truncated ({_one_line(err)}); {rerun}") from None
+        raise PetprobeError(f"{npy} is unreadable or truncated ({one_line(err)}); {rerun}") from None
     if not isinstance(array, np.ndarray) or array.shape != (len(rows), dim) or array.dtype != np.float32:
         raise PetprobeError(f"{npy} has shape {getattr(array, 'shape', '?')} {getattr(array, 'dtype', '')}, "
                             f"expected ({len(rows)}, {dim}) float32; {rerun}")

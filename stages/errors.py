@@ -6,12 +6,16 @@ import functools
 import sys
 from pathlib import Path
 
-__all__ = ["PetprobeError", "reports_errors", "run_stage"]
-
+__all__ = ["PetprobeError", "one_line", "reports_errors", "run_stage"]
 
 
 class PetprobeError(Exception):
     """A problem the user can fix (bad params, missing data, broken artefact); shown as one line."""
+
+
+def one_line(err: BaseException) -> str:
+    """A library's error message, folded onto one line (or its type, when it says nothing)."""
+    return " ".join(str(err).split()) or type(err).__name__
 
 
 def reports_errors(main):

@@ -28,7 +28,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
-from stages.errors import PetprobeError
+from stages.errors import PetprobeError, one_line
 from stages.outputs import atomic_path, save_npz, write_json
 from stages.training import fit_classifier, seeded
 
@@ -142,7 +142,7 @@ class LogRegHead:
                     raise ValueError("a single .npy array, not an .npz archive")
                 arrays = {key: f[key] for key in _LOGREG_ARRAYS}
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
-            raise PetprobeError(f"{path} is not a valid logistic-regression file ({_one_line(err)}); {rerun}") from None
+            raise PetprobeError(f"{path} is not a valid logistic-regression file ({one_line(err)}); {rerun}") from None
         bad = [k for k, a in arrays.items() if not isinstance(a, np.ndarray)
                or a.dtype.kind not in _LOGREG_ARRAYS[k][1] or a.ndim != _LOGREG_ARRAYS[k][0]]
         if bad:  # e.g. a member that is not .npy data: numpy hands back its raw bytes
@@ -167,10 +167,6 @@ _LOGREG_ARRAYS = {"coef": (2, "f"), "intercept": (1, "f"), "classes": (1, "U"), 
                   "scaler_scale": (1, "f"), "C": (0, "f"), "cs": (1, "f"), "max_iter": (0, "iu")}
 
 
-def _one_line(err: BaseException) -> str:
-    return " ".join(str(err).split()) or type(err).__name__
-
-
 def load_state_dict(path: str | Path, data: bytes | None = None) -> dict:
     """A torch state_dict saved with ``torch.save``, loaded with ``weights_only=True``.
 
@@ -186,7 +182,7 @@ def load_state_dict(path: str | Path, data: bytes | None = None) -> dict:
         if data is not None:
             source.seek(0)
     except OSError as err:
-        raise PetprobeError(f"{path} is not a readable state_dict file ({_one_line(err)}); retrain to write it again") from None
+        raise PetprobeError(f"{path} is not a readable state_dict file ({one_line(err)}); retrain to write it again") from None
     if not is_archive:
         # torch.save writes a zip archive; anything else would be a bare (legacy) pickle stream.
         raise PetprobeError(f"{path} is not a state_dict archive written by torch.save; refused without "
@@ -198,7 +194,7 @@ def load_state_dict(path: str | Path, data: bytes | None = None) -> dict:
         raise PetprobeError(f"{path} holds pickled objects other than tensors and was refused "
                             "(a tampered or foreign file); retrain to write it again") from None
     except (OSError, RuntimeError, EOFError, ValueError, zipfile.BadZipFile) as err:
-        reason = _one_line(err).split(". ")[0][:160]
+        reason = one_line(err).split(". ")[0][:160]
         raise PetprobeError(f"{path} is not a readable state_dict file ({reason}); retrain to write it again") from None
     if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
                                               for k, v in state.items()):
@@ -402,7 +398,7 @@ class TorchHead(ClassifierMixin, BaseEstimator):
             net.load_state_dict(state, strict=True)
         except (RuntimeError, ValueError, TypeError) as err:  # missing/unexpected keys, wrong shapes
             raise PetprobeError(f"{path} is not a state_dict matching {config_path.name} "
-                                f"({_one_line(err)[:200]}); {rerun}") from None
+                                f"({one_line(err)[:200]}); {rerun}") from None
         head.classes_, head.n_features_in_, head.module_ = classes, n_features, net.eval()
         head.best_epoch_ = int(config.get("best_epoch", 0))
         return head

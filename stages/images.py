@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from stages.errors import one_line
+
 __all__ = ["MAX_PIXELS", "inspect_image", "load_rgb", "load_rgb_tensor"]
 
 # Larger than any photo in the reference datasets by two orders of magnitude, small enough that a
@@ -51,8 +53,7 @@ def inspect_image(path: str | Path) -> str | None:
         return f"too large ({err}; decompression-bomb guard)"
     except (OSError, SyntaxError, ValueError, EOFError) as err:
         # PIL reports truncated or corrupt data as OSError/SyntaxError with its own message.
-        msg = " ".join(str(err).split()) or type(err).__name__
-        return f"corrupt or truncated image ({msg})"
+        return f"corrupt or truncated image ({one_line(err)})"
     return None
 
 

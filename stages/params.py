@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from stages.errors import PetprobeError
+from stages.errors import PetprobeError, one_line
 
 __all__ = [
     "Params",
@@ -281,5 +281,5 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as err:
-        raise PetprobeError(f"{path} is not valid YAML: {' '.join(str(err).split())}") from None
+        raise PetprobeError(f"{path} is not valid YAML: {one_line(err)}") from None
     return parse_params(raw or {})
