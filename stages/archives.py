@@ -1,8 +1,9 @@
 """Downloading and unpacking official archives safely.
 
 ``fetch`` streams a URL to ``<dest>.part`` with a progress bar, resumes a partial file with an
-HTTP Range request, verifies the published md5 (and always records sha256), and only then renames
-it to ``dest``: a dropped connection or a bad checksum never leaves a file under the final name.
+HTTP Range request, verifies the published checksum (an md5, or a sha256 prefix as in torchvision's
+file names; sha256 is always recorded), and only then renames it to ``dest``: a dropped connection
+or a bad checksum never leaves a file under the final name.
 
 ``extract`` checks every member of a tar or zip archive *before* writing anything: no absolute
 paths, no ``..``, no links or device files, and a bound on the unpacked size (zip bombs).
@@ -30,7 +31,7 @@ from tqdm import tqdm
 
 from stages.errors import PetprobeError, one_line
 
-__all__ = ["FetchResult", "fetch", "extract", "copy_tree", "file_digests", "MAX_UNPACKED_BYTES"]
+__all__ = ["FetchResult", "fetch", "MIRROR_HINT", "extract", "copy_tree", "file_digests", "MAX_UNPACKED_BYTES"]
 
 # The largest reference archive unpacks to under 1 GB; 32 GiB leaves room for real datasets
 # while stopping an archive that claims (or inflates to) absurd sizes.
@@ -58,19 +59,25 @@ def file_digests(path: Path) -> tuple[str, str, int]:
     return md5.hexdigest(), sha.hexdigest(), n
 
 
-def fetch(url: str, dest: str | Path, *, md5: str | None = None, attempts: int = 5, timeout: float = 60.0,
-          backoff: float = 0.5, progress: bool = True) -> FetchResult:
+# What a failed dataset download tells the user to do instead.
+MIRROR_HINT = ("Without internet, set data.source: mirror and data.mirror: <folder laid out like the extracted "
+               "archives> in params.yaml")
+
+
+def fetch(url: str, dest: str | Path, *, md5: str | None = None, sha256_prefix: str | None = None, attempts: int = 5,
+          timeout: float = 60.0, backoff: float = 0.5, progress: bool = True, hint: str = MIRROR_HINT) -> FetchResult:
     """Download ``url`` to ``dest`` (resuming ``dest.part``) and verify it; return its digests.
 
     ``attempts`` bounds the failures in a row that brought no new bytes: a flaky connection that
     drops every few hundred MB still finishes, a dead one gives up. ``timeout`` bounds every
-    socket wait, so a stalled server is a failed attempt, not a hang.
+    socket wait, so a stalled server is a failed attempt, not a hang. ``hint`` ends the error
+    when the download cannot be made: what to do without internet.
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     if dest.exists():
         got_md5, got_sha, n = file_digests(dest)
-        if md5 is None or got_md5 == md5:
+        if _checksum_problem(got_md5, got_sha, md5, sha256_prefix) is None:
             return FetchResult(dest, got_md5, got_sha, n, md5 is not None)
         dest.unlink()  # an earlier file that no longer matches the published checksum
     part = dest.with_name(dest.name + ".part")
@@ -96,16 +103,21 @@ def fetch(url: str, dest: str | Path, *, md5: str | None = None, attempts: int =
     if last_error is not None:
         reason = getattr(last_error, "reason", None) or last_error
         kept = f"; the partial file {part} is kept for a later resume" if part.exists() else ""
-        raise PetprobeError(
-            f"could not download {url} ({reason}){kept}. Without internet, set data.source: mirror and "
-            "data.mirror: <folder laid out like the extracted archives> in params.yaml"
-        )
+        raise PetprobeError(f"could not download {url} ({reason}){kept}. {hint}")
     got_md5, got_sha, n = file_digests(part)
-    if md5 is not None and got_md5 != md5:
+    if (problem := _checksum_problem(got_md5, got_sha, md5, sha256_prefix)) is not None:
         part.unlink()
-        raise PetprobeError(f"checksum mismatch for {url}: md5 {got_md5}, published {md5}; the download was discarded")
+        raise PetprobeError(f"checksum mismatch for {url}: {problem}; the download was discarded")
     os.replace(part, dest)
     return FetchResult(dest, got_md5, got_sha, n, md5 is not None)
+
+
+def _checksum_problem(got_md5: str, got_sha256: str, md5: str | None, sha256_prefix: str | None) -> str | None:
+    if md5 is not None and got_md5 != md5:
+        return f"md5 {got_md5}, published {md5}"
+    if sha256_prefix is not None and not got_sha256.startswith(sha256_prefix):
+        return f"sha256 {got_sha256[:12]}…, published {sha256_prefix}…"
+    return None
 
 
 def _size(path: Path) -> int:

@@ -20,14 +20,11 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import http.client
 import importlib.resources
 import io
 import math
 import os
 import re
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -35,10 +32,9 @@ from typing import Callable
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from tqdm import tqdm
 
+from stages.archives import fetch
 from stages.errors import PetprobeError
-from stages.outputs import atomic_path
 
 __all__ = [
     "Preprocessing",
@@ -148,9 +144,9 @@ class TorchvisionWeights:
     """A torchvision weights enum member, e.g. ``"ResNet18_Weights.IMAGENET1K_V1"``.
 
     The file is torch.hub's: ``<torch.hub.get_dir()>/checkpoints/<name from the url>``, i.e.
-    ``$TORCH_HOME/hub/checkpoints/resnet18-f37072fd.pth``. A missing file is downloaded there (30 s
-    connect/read timeout, no retries); when that fails the error names the file and how to
-    pre-seed it. torch.hub checks the sha256 prefix in the file name only while downloading and
+    ``$TORCH_HOME/hub/checkpoints/resnet18-f37072fd.pth``. A missing file is downloaded there as the
+    datasets are (``archives.fetch``: resumable, 30 s socket timeout, checked against the sha256
+    prefix in its name); when that fails the error names the file and how to pre-seed it. torch.hub checks the sha256 prefix in the file name only while downloading and
     trusts any file already in its cache; petprobe also checks cached files, so a replaced or
     truncated file is refused. ``check_hash=False`` skips that check for a file you placed there on
     purpose under torchvision's name (e.g. converted weights); ``meta.json`` of the embed stage
@@ -216,29 +212,13 @@ class TorchvisionWeights:
             raise PetprobeError(f"{path} is not a readable state_dict ({type(err).__name__}); delete it") from None
 
     def _download(self, path: Path) -> None:
-        prefix = torch.hub.HASH_REGEX.search(self.filename).group(1)
-        request = urllib.request.Request(self.url, headers={"User-Agent": "petprobe"})
-        try:
-            with urllib.request.urlopen(request, timeout=DOWNLOAD_TIMEOUT_S) as response, atomic_path(path) as tmp:
-                digest = hashlib.sha256()
-                total = int(response.headers.get("Content-Length") or 0) or None
-                with open(tmp, "wb") as fh, tqdm(total=total, unit="B", unit_scale=True, desc=self.filename) as bar:
-                    while chunk := response.read(1 << 20):
-                        fh.write(chunk)
-                        digest.update(chunk)
-                        bar.update(len(chunk))
-                if not digest.hexdigest().startswith(prefix):  # leaves nothing under the final name
-                    raise PetprobeError(f"download of {self.url} has sha256 {digest.hexdigest()[:12]}…, expected "
-                                        f"{prefix}…; it was discarded")
-        except (urllib.error.URLError, OSError, http.client.HTTPException) as err:
-            reason = getattr(err, "reason", None) or err
-            raise PetprobeError(
-                f"torchvision weights {self.name} are not cached at {path} and downloading {self.url} failed "
-                f"({reason}); pre-seed them: copy {self.filename} (torchvision downloads it into "
-                f"~/.cache/torch/hub/checkpoints/ on a machine with internet) to $TORCH_HOME/hub/checkpoints/"
-                f"{self.filename}, with TORCH_HOME set for every petprobe run (now: "
-                f"{os.environ.get('TORCH_HOME', 'unset, so ~/.cache/torch')})"
-            ) from None
+        # Two failures in a row without progress end it: offline, the pre-seed hint comes at once.
+        fetch(self.url, path, sha256_prefix=torch.hub.HASH_REGEX.search(self.filename).group(1), attempts=2,
+              timeout=DOWNLOAD_TIMEOUT_S, hint=(
+                  f"torchvision weights {self.name} are not cached at {path}; pre-seed them: copy {self.filename} "
+                  f"(torchvision downloads it into ~/.cache/torch/hub/checkpoints/ on a machine with internet) to "
+                  f"$TORCH_HOME/hub/checkpoints/{self.filename}, with TORCH_HOME set for every petprobe run (now: "
+                  f"{os.environ.get('TORCH_HOME', 'unset, so ~/.cache/torch')})"))
 
 
 @functools.lru_cache(maxsize=None)

@@ -210,6 +210,17 @@ def test_checksum_mismatch_is_an_error_and_nothing_is_promoted_or_kept(server, p
     assert leftovers(tmp_path) == []  # neither a.bin nor a .part that a resume would build on
 
 
+def test_sha256_prefix_is_checked_like_torchvision_file_names(server, payload, tmp_path):
+    # How torchvision weights are published: the first hex digits of the sha256 in the file name.
+    prefix = hashlib.sha256(payload).hexdigest()[:8]
+    url = server.add("w.pth", payload)
+    got = fetch(url, tmp_path / "w.pth", sha256_prefix=prefix, **quick())
+    assert got.sha256.startswith(prefix) and (tmp_path / "w.pth").read_bytes() == payload
+    with pytest.raises(PetprobeError, match=f"checksum mismatch .*sha256 .*published {prefix}… *; the download was"):
+        fetch(server.add("x.pth", payload, mode="wrong"), tmp_path / "x.pth", sha256_prefix=prefix, **quick())
+    assert leftovers(tmp_path) == ["w.pth"]
+
+
 def test_server_ignoring_range_restarts_instead_of_appending(server, payload, tmp_path):
     (tmp_path / "a.bin.part").write_bytes(payload[:1_000_000])
     url = server.add("a.bin", payload, mode="ignore-range")
