@@ -2,8 +2,8 @@
 
 ``PixelClassifier`` is one ``nn.Module``: the registry's Normalize, the frozen backbone, a head. It
 takes images ``(N, 3, H, W)`` in [0,1] and returns ``(N, C)`` logits, so eps and step sizes stay in
-pixel units and no caller normalises. ``load_head`` is the one place that knows which trained head
-files exist; ``pixel_transforms`` gives the registry's preprocessing minus its Normalize.
+pixel units and no caller normalises. ``embedding_backbone`` finds (and checks) the backbone a
+dataset's heads were trained on; ``pixel_transforms`` gives the registry's preprocessing minus its Normalize.
 """
 
 from __future__ import annotations
@@ -72,18 +72,21 @@ def imagenet_categories() -> list[str]:
     return list(get_model_weights("mobilenet_v2").DEFAULT.meta["categories"])
 
 
-def embedding_backbone(embeddings: Path) -> Backbone:
-    """The registry entry the embeddings (and so the heads) were made with, checked by weights sha256."""
+def embedding_backbone(embeddings: Path) -> tuple[Backbone, dict]:
+    """The registry entry the embeddings (and so the heads) were made with, and their meta.json.
+
+    Checked by weights sha256 and preprocessing: a head only fits the exact features it was trained on.
+    """
     try:
         meta = json.loads((embeddings / "meta.json").read_text())
-        name, sha256 = meta["backbone"], meta["weights"]["sha256"]
-    except (OSError, ValueError, KeyError):
+        name, sha256, preprocessing = meta["backbone"], meta["weights"]["sha256"], meta["preprocessing"]
+    except (OSError, ValueError, KeyError, TypeError):
         raise PetprobeError(f"{embeddings}/meta.json is missing or unreadable; run the embed stage") from None
     backbone = get_backbone(name)
-    if backbone.weights.sha256 != sha256:
-        raise PetprobeError(f"{embeddings} was made with other {name} weights than the installed ones; "
-                            "rerun the embed stage (dvc repro)")
-    return backbone
+    if backbone.weights.sha256 != sha256 or backbone.preprocessing.as_dict() != preprocessing:
+        raise PetprobeError(f"{embeddings} was made with other {name} weights or preprocessing than the installed "
+                            "ones; rerun the embed stage (dvc repro)")
+    return backbone, meta
 
 
 def pick_transfer_backbone(requested: str, main: str) -> str | None:

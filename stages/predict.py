@@ -9,14 +9,13 @@ one bad file never stops the others. Used by ``petprobe predict``.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from stages.backbones import get_backbone
+from stages.classifier import embedding_backbone
 from stages.embeddings import embed_images, resolve_device, resolve_precision
 from stages.errors import PetprobeError
 from stages.heads import HEAD_FILES, load_head
@@ -70,7 +69,6 @@ class Predictor:
         except PetprobeError:  # e.g. embedded in fp16 on a GPU, predicting on a CPU
             self.precision = resolve_precision("auto", self.device)
         self.model = backbone.build()
-        self.transforms = backbone.transforms()
 
     @classmethod
     def for_dataset(cls, ds: str, model: str = "head", *, root: str | Path = ".") -> "Predictor":
@@ -80,23 +78,14 @@ class Predictor:
             trained = sorted(p.name for p in (root / "data" / "models").glob("*") if p.is_dir())
             raise PetprobeError(f"no trained pipeline for dataset '{ds}' ({meta_path} is missing); run `dvc repro` "
                                 f"first (trained: {', '.join(trained) or 'none'})")
-        try:
-            meta = json.loads(meta_path.read_text())
-            backbone_name, weights_sha, preprocessing = meta["backbone"], meta["weights"]["sha256"], meta["preprocessing"]
-            dim = int(meta["dim"])
-        except (OSError, ValueError, KeyError, TypeError):
-            raise PetprobeError(f"{meta_path} is unreadable; rerun the embed stage (dvc repro)") from None
+        backbone, meta = embedding_backbone(meta_path.parent)
         if model not in HEAD_FILES:
             raise PetprobeError(f"unknown model '{model}' (valid: {', '.join(sorted(HEAD_FILES))})")
         head = load_head(root / "data" / "models" / ds, model)
-        backbone = get_backbone(backbone_name)
-        if backbone.weights.sha256 != weights_sha or backbone.preprocessing.as_dict() != preprocessing:
-            raise PetprobeError(f"backbone '{backbone_name}' has changed since data/embeddings/{ds} was computed; "
-                                "rerun the pipeline (dvc repro)")
         n_features = head.n_features_in_ if hasattr(head, "n_features_in_") else head.coef_.shape[1]
-        if n_features != dim:
-            raise PetprobeError(f"the {model} of {ds} expects {n_features}-d embeddings, {backbone_name} gives {dim}; "
-                                "rerun the pipeline (dvc repro)")
+        if n_features != backbone.dim:
+            raise PetprobeError(f"the {model} of {ds} expects {n_features}-d embeddings, {backbone.name} gives "
+                                f"{backbone.dim}; rerun the pipeline (dvc repro)")
         return cls(backbone, head, precision_name=meta.get("precision", "auto"))
 
     def predict(self, paths, *, top_k: int = 3) -> list[Prediction]:

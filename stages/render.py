@@ -33,7 +33,7 @@ def main(ds: str) -> None:
     params.check_dataset(ds)
     cfg, logreg, started, device = params.render, params.logreg, time.perf_counter(), resolve_device()
     manifest, _ = load_manifest(Path("data/prepared") / ds)
-    backbone = embedding_backbone(Path("data/embeddings") / ds)
+    backbone, _ = embedding_backbone(Path("data/embeddings") / ds)
     trained = load_head(Path("data/models") / ds, cfg.head)
     head, classes = trained.to_module(), [str(c) for c in trained.classes_]
     net = backbone.build()
@@ -46,7 +46,8 @@ def main(ds: str) -> None:
     models = {"": (model, names, [classes.index(c) for c in names])}
     imagenet = imagenet_classifier(backbone, net)
     if imagenet is not None:
-        models["imagenet_"] = (imagenet.to(device), [f"{i} {imagenet_categories()[i]}" for i in cfg.imagenet_classes],
+        categories = imagenet_categories()
+        models["imagenet_"] = (imagenet.to(device), [f"{i} {categories[i]}" for i in cfg.imagenet_classes],
                                list(cfg.imagenet_classes))
     color = color_sqrt(load_images(manifest[manifest.split == "train"].path[:16], transforms))
     ideal = {}

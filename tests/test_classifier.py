@@ -44,9 +44,14 @@ def test_pixel_classifier_gives_the_heads_probabilities_on_pipeline_embeddings(c
 
 def test_embedding_backbone_checks_the_weights(tmp_path):
     backbone = get_backbone("mobilenet_v2")
-    write_json(tmp_path / "meta.json", {"backbone": "mobilenet_v2", "weights": {"sha256": backbone.weights.sha256}})
-    assert embedding_backbone(tmp_path) is backbone
-    write_json(tmp_path / "meta.json", {"backbone": "mobilenet_v2", "weights": {"sha256": "0" * 64}})
+    meta = {"backbone": "mobilenet_v2", "weights": {"sha256": backbone.weights.sha256},
+            "preprocessing": backbone.preprocessing.as_dict()}
+    write_json(tmp_path / "meta.json", meta)
+    assert embedding_backbone(tmp_path) == (backbone, meta)
+    write_json(tmp_path / "meta.json", {**meta, "weights": {"sha256": "0" * 64}})
+    with pytest.raises(PetprobeError, match="rerun the embed stage"):
+        embedding_backbone(tmp_path)
+    write_json(tmp_path / "meta.json", {**meta, "preprocessing": {**meta["preprocessing"], "crop": 192}})
     with pytest.raises(PetprobeError, match="rerun the embed stage"):
         embedding_backbone(tmp_path)
 
