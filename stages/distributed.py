@@ -67,11 +67,6 @@ class EmbedRun:
                    batch_size: int, device: torch.device) -> None:
         """Rank 0: write its own blocks, then every other rank's shard in rank order, to ``path``.
         Other ranks: spool their blocks to a local temporary file, then send it to rank 0."""
-        if self.world_size == 1:
-            with NpyRowWriter(path, (n_rows, dim)) as writer:
-                for block in blocks:
-                    writer.append(block)
-            return
         # nccl moves only GPU tensors, gloo CPU tensors.
         wire = device if self.backend == "nccl" else torch.device("cpu")
         chunk = max(1, _MESSAGE_BYTES // (4 * dim))

@@ -21,6 +21,7 @@ import torch
 from matplotlib.figure import Figure
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
+from stages.attacks import quantize
 from stages.images import load_rgb
 from stages.outputs import atomic_path
 
@@ -142,8 +143,8 @@ _FONT_SIZE = 12
 
 def to_pil(image: torch.Tensor) -> Image.Image:
     """A [0,1] tensor ``(3, H, W)`` as an 8-bit RGB image."""
-    pixels = (image.detach().clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
-    return Image.fromarray(np.ascontiguousarray(pixels), "RGB")
+    # The same 8-bit rounding as the saved adversarial PNGs, so a sheet shows what was measured.
+    return Image.fromarray(np.ascontiguousarray(quantize(image[None])[0].numpy()), "RGB")
 
 
 def amplify(delta: torch.Tensor) -> torch.Tensor:
