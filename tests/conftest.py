@@ -27,6 +27,15 @@ def cat_dog_images() -> list[Path]:
     return [PETIMAGES / "Cat" / f"{n}.jpg" for n in (1, 2, 3, 4)] + [PETIMAGES / "Dog" / f"{n}.jpg" for n in (1, 2, 3, 4)]
 
 
+def photo_folder(dest: Path, per_class: int) -> Path:
+    """An image-folder dataset of real photos: ``dest/{Cat,Dog}/{1..per_class}.jpg`` from the sample."""
+    for label in ("Cat", "Dog"):
+        (dest / label).mkdir(parents=True)
+        for n in range(1, per_class + 1):
+            shutil.copyfile(PETIMAGES / label / f"{n}.jpg", dest / label / f"{n}.jpg")
+    return dest
+
+
 def copy_repo(dest: Path) -> Path:
     """A fresh copy of the tracked (and untracked, non-ignored) repo files, as a new git+DVC repo."""
     files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO,

@@ -5,13 +5,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import subprocess
 
 import pytest
 import yaml
 
-from conftest import PETIMAGES, copy_repo, make_quick
+from conftest import copy_repo, make_quick, photo_folder
 
 
 def dvc(repo, *args) -> str:
@@ -30,11 +29,7 @@ def git(repo, *args) -> None:
 @pytest.mark.slow
 def test_logreg_params_never_reembed_and_a_backbone_switched_back_is_a_run_cache_hit(tmp_path):
     # A tiny dataset of real photos (8 cats, 8 dogs) through the real pipeline, in a copy of the repo.
-    folder = tmp_path / "tiny"
-    for label in ("Cat", "Dog"):
-        (folder / label).mkdir(parents=True)
-        for n in range(1, 9):
-            shutil.copy(PETIMAGES / label / f"{n}.jpg", folder / label / f"{n}.jpg")
+    folder = photo_folder(tmp_path / "tiny", per_class=8)
     repo = copy_repo(tmp_path / "repo")
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params.update(datasets=["tiny"], imagefolders={"tiny": str(folder)})

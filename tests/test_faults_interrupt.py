@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import PETIMAGES, copy_repo
+from conftest import copy_repo, photo_folder
 
 SPLITS = ("train", "val", "test")
 
@@ -45,11 +45,7 @@ def assert_identical(a: dict, b: dict) -> None:
 def repo(tmp_path_factory):
     """A repo copy with a 20-photo image-folder dataset, prepared and embedded once (the reference)."""
     root = tmp_path_factory.mktemp("interrupt")
-    photos = root / "photos"
-    for cls in ("Cat", "Dog"):
-        (photos / cls).mkdir(parents=True)
-        for n in range(1, 11):
-            shutil.copyfile(PETIMAGES / cls / f"{n}.jpg", photos / cls / f"{n}.jpg")
+    photos = photo_folder(root / "photos", per_class=10)
     repo = copy_repo(root / "repo")
     (repo / "params.yaml").write_text(
         f"datasets: [tiny]\nimagefolders: {{tiny: '{photos}'}}\n"
