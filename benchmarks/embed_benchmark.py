@@ -7,7 +7,7 @@ resident memory of each (PSS of this process plus its DataLoader workers, sample
 
 - naive: torchvision ``ImageFolder`` (PIL decode, PIL resize), float32 NCHW, ``num_workers=0``,
   batch 32, ``torch.no_grad``, the model in its default memory format;
-- petprobe: ``stages.embeddings.embed_images`` with the embed params of params.yaml (by default
+- petprobe: ``petprobe.embedding.embed.embed_images`` with the embed params of params.yaml (by default
   torchvision.io JPEG decode, uint8 resize, 2 workers, channels_last, precision auto).
 
     python benchmarks/embed_benchmark.py --backbone mobilenet_v2 --images 256
@@ -33,10 +33,11 @@ from torchvision import datasets, transforms as T
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from stages.backbones import get_backbone  # noqa: E402
-from stages.embeddings import embed_images, resolve_batch_size, resolve_precision  # noqa: E402
-from stages.images import inspect_image  # noqa: E402
-from stages.params import load_params  # noqa: E402
+from petprobe.backbones import get_backbone  # noqa: E402
+from petprobe.device import resolve_batch_size, resolve_precision  # noqa: E402
+from petprobe.embedding.embed import embed_images  # noqa: E402
+from petprobe.data.images import inspect_image  # noqa: E402
+from petprobe.params import load_params  # noqa: E402
 
 
 class PeakRSS:

@@ -9,74 +9,50 @@ plot) and misclassified.png; and metrics/<ds>/samples.png, training images of ev
 
 from __future__ import annotations
 
-import json
 import sys
-from pathlib import Path
 
-import numpy as np
-import pandas as pd
-
-from stages.embeddings import load_manifest, load_split
-from stages.errors import PetprobeError, run_stage
-from stages.figures import class_samples_grid, misclassified_grid, save_figure
-from stages.heads import HEAD_FILES, load_head
-from stages.metrics import confusion, per_class_report, summary
-from stages.outputs import write_csv, write_json
-from stages.params import load_params
+from petprobe.artefacts import Artefacts
+from petprobe.errors import run_stage
+from petprobe.heads.trained import HEADS, load_head
+from petprobe.labels import align_proba
+from petprobe.outputs import write_csv, write_json
+from petprobe.params import load_params
+from petprobe.reporting.figures import class_samples_grid, misclassified_grid, save_figure
+from petprobe.reporting.metrics import confusion, per_class_report, summary
 
 COMPARISONS = ("finetune", "scratch")
-
-
-def head_probabilities(head, X, classes) -> np.ndarray:
-    """Class probabilities with columns in ``classes`` order (a head may lack unseen classes)."""
-    proba = head.predict_proba(X)
-    full = np.zeros((len(X), len(classes)))
-    position = {c: i for i, c in enumerate(classes)}
-    for j, c in enumerate(head.classes_):
-        full[:, position[str(c)]] = proba[:, j]
-    return full
-
-
-def comparison_metrics(path: Path) -> dict | None:
-    """The test metrics a comparison stage wrote, or None when it is switched off."""
-    try:
-        result = json.loads(path.read_text())
-    except (OSError, ValueError):
-        raise PetprobeError(f"{path} is missing or unreadable; run its stage first (dvc repro)") from None
-    return result["test"] if result.get("enabled") else None
 
 
 def main(ds: str) -> None:
     params = load_params()
     params.check_dataset(ds)
     grid_images = params.evaluate.grid_images
-
-    prepared, out = Path("data/prepared") / ds, Path("metrics") / ds
-    manifest, classes = load_manifest(prepared)
+    artefacts = Artefacts(ds)
+    manifest, classes = artefacts.read_manifest()
     test, train = manifest[manifest.split == "test"], manifest[manifest.split == "train"]
-    X = load_split(Path("data/embeddings") / ds, manifest, "test")
-    y = test.label.to_numpy()
-    heads = {name: load_head(Path("data/models") / ds, name) for name in HEAD_FILES}
+    X, y = artefacts.read_split(manifest, "test"), test.label.to_numpy()
+    heads = {name: load_head(artefacts, name) for name in HEADS}
 
-    report: dict = {"n_test": int(len(test)), "n_rejected": int(len(pd.read_csv(prepared / "rejected.csv")))}
+    report: dict = {"n_test": int(len(test)), "n_rejected": int(len(artefacts.read_rejected()))}
     for name, head in heads.items():
-        proba = head_probabilities(head, X, classes)
+        proba = align_proba(head.predict_proba(X), head.classes_, classes)
+        out = artefacts.head_report(name)
         report[name] = summary(proba, y, classes)
-        write_csv(out / name / "per_class.csv", per_class_report(proba, y, classes))
-        write_csv(out / name / "confusion.csv", confusion(proba, y, classes))
+        write_csv(out / "per_class.csv", per_class_report(proba, y, classes))
+        write_csv(out / "confusion.csv", confusion(proba, y, classes))
         save_figure(misclassified_grid(test.path.tolist(), y, proba, classes, limit=grid_images,
                                        title=f"{ds} test, {name}: most confident mistakes"),
-                    out / name / "misclassified.png")
+                    out / "misclassified.png")
     report["logreg"]["C"] = round(heads["logreg"].C_, 8)
     for name in COMPARISONS:
-        if (metrics := comparison_metrics(out / f"{name}.json")) is not None:
+        if (metrics := artefacts.read_comparison(name)) is not None:
             report[name] = metrics
-    write_json(Path("metrics") / f"{ds}.json", report)
+    write_json(artefacts.summary_json, report)
 
     # About grid_images tiles in all, at least one per class.
     save_figure(class_samples_grid(train.path.tolist(), train.label.to_numpy(), classes,
                                    per_class=max(1, grid_images // len(classes)), title=f"{ds}: training images"),
-                out / "samples.png")
+                artefacts.samples_png)
     line = ", ".join(f"{name} top1 {report[name]['top1']:.4f}" for name in (*heads, *COMPARISONS) if name in report)
     print(f"evaluate@{ds}: {len(test)} test images: {line}", file=sys.stderr)
 

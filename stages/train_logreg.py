@@ -8,34 +8,30 @@ and metrics/<ds>/logreg_search.json (validation accuracy and log loss per C, a D
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-import numpy as np
-
-from stages.embeddings import load_manifest, load_training_data
-from stages.errors import run_stage
-from stages.heads import LogRegHead, c_grid
-from stages.outputs import write_json
-from stages.params import load_params
+from petprobe.artefacts import Artefacts
+from petprobe.errors import run_stage
+from petprobe.heads.logreg import LogRegHead, c_grid
+from petprobe.labels import warn_missing_classes
+from petprobe.outputs import write_json
+from petprobe.params import load_params
 
 
 def main(ds: str) -> None:
     params = load_params()
     params.check_dataset(ds)
     cfg = params.logreg
-
-    manifest, classes = load_manifest(Path("data/prepared") / ds)
-    X, y = load_training_data(Path("data/embeddings") / ds, manifest)
+    artefacts = Artefacts(ds)
+    manifest, classes = artefacts.read_manifest()
+    X, y = artefacts.read_training_data(manifest)
 
     head = LogRegHead(cs=tuple(c_grid(cfg.c_min, cfg.c_max, cfg.c_steps)), max_iter=cfg.max_iter)
     head.fit(X["train"], y["train"], X["val"], y["val"])
-    missing = sorted(set(classes) - set(head.classes_))
-    if missing:
-        print(f"train_logreg@{ds}: warning: no training images for {', '.join(missing)}", file=sys.stderr)
+    warn_missing_classes(f"train_logreg@{ds}", classes, head.classes_)
 
-    head.save(Path("data/models") / ds / "logreg.npz")
+    head.save(artefacts.model("logreg"))
     # One row per C: a DVC plot of the search, not metrics (they would swamp `dvc metrics diff`).
-    write_json(Path("metrics") / ds / "logreg_search.json", [
+    write_json(artefacts.logreg_search, [
         {"C": round(c, 8), "val_accuracy": round(head.val_scores_[c], 6), "val_log_loss": round(head.val_log_loss_[c], 6),
          "within_one_se": head.val_scores_[c] >= max(head.val_scores_.values()) - head.val_tolerance_ - 1e-12,
          "chosen": c == head.C_}

@@ -57,8 +57,9 @@ def cat_dog_embeddings() -> dict:
     import numpy as np
     import torch
 
-    from stages.backbones import get_backbone
-    from stages.embeddings import embed_images, resolve_precision
+    from petprobe.backbones import get_backbone
+    from petprobe.device import resolve_precision
+    from petprobe.embedding.embed import embed_images
 
     backbone = get_backbone("efficientnet_lite0")
     model = backbone.build()
@@ -78,10 +79,11 @@ def cat_dog_classifier(cat_dog_images):
     import numpy as np
     import torch
 
-    from stages.backbones import get_backbone
-    from stages.classifier import load_images, pixel_classifier, pixel_transforms
-    from stages.heads import LogRegHead
-    from stages.images import load_rgb
+    from petprobe.backbones import get_backbone
+    from petprobe.data.images import load_images
+    from petprobe.heads.logreg import LogRegHead
+    from petprobe.probing.classifier import pixel_classifier, pixel_transforms
+    from petprobe.data.images import load_rgb
 
     backbone = get_backbone("efficientnet_lite0")
     net = backbone.build()

@@ -6,7 +6,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image
 
-from stages.attacks import PGD, Unbounded, assess, png_roundtrip, quantize
+from petprobe.probing.attacks import PGD, Unbounded, assess, png_roundtrip, quantize
 
 
 @pytest.fixture(scope="module")

@@ -12,12 +12,12 @@ import torchvision
 from torchvision.models import get_model, get_weight
 
 from conftest import REPO
-from stages import cli
-from stages.backbones import (Preprocessing, TorchvisionWeights, get_backbone, list_backbones,
+from petprobe import cli
+from petprobe.backbones import (Preprocessing, TorchvisionWeights, get_backbone, list_backbones,
                               register_backbone)
-from stages.embeddings import fold_batchnorm
-from stages.errors import PetprobeError
-from stages.images import load_rgb_tensor
+from petprobe.embedding.embed import fold_batchnorm
+from petprobe.errors import PetprobeError
+from petprobe.data.images import load_rgb_tensor
 
 TORCHVISION_BACKBONES = ["convnext_tiny", "efficientnet_b0", "mobilenet_v2_torchvision", "mobilenet_v3_large",
                          "resnet18", "resnet50", "vgg16"]

@@ -4,15 +4,19 @@ import numpy as np
 import pytest
 import torch
 
-from stages.backbones import get_backbone
-from stages.classifier import (embedding_backbone, pick_transfer_backbone, pixel_classifier,
-                               pixel_transforms, predict)
-from stages.embeddings import Precision, embed_images
-from stages.errors import PetprobeError
-from stages.heads import LogRegHead, load_head
-from stages.images import load_rgb
-from stages.outputs import write_json
-from stages.params import parse_params
+from petprobe.backbones import get_backbone
+from petprobe.artefacts import Artefacts
+from petprobe.data.images import load_rgb
+from petprobe.device import Precision
+from petprobe.embedding.embed import embed_images, embedding_backbone
+from petprobe.errors import PetprobeError
+from petprobe.heads.logreg import LogRegHead
+from petprobe.heads.trained import load_head
+from petprobe.heads.training import predict_proba
+from petprobe.probing.classifier import pixel_classifier, pixel_transforms
+from petprobe.probing.transfer import pick_transfer_backbone
+from petprobe.outputs import write_json
+from petprobe.params import parse_params
 
 
 def test_pixel_transforms_plus_normalize_equal_the_registry_transforms(cat_dog_images):
@@ -33,27 +37,29 @@ def test_pixel_classifier_gives_the_heads_probabilities_on_pipeline_embeddings(c
                                          batch_size=4, num_workers=0, device=torch.device("cpu"),
                                          precision=Precision("fp32", None))))
     head = LogRegHead(cs=(0.1,)).fit(X, np.array(["Cat"] * 4 + ["Dog"] * 4))
-    head.save(tmp_path / "logreg.npz")
-    trained = load_head(tmp_path, "logreg")
+    artefacts = Artefacts("catsdogs", tmp_path)
+    head.save(artefacts.model("logreg"))
+    trained = load_head(artefacts, "logreg")
     module, names = trained.to_module(), [str(c) for c in trained.classes_]
     # ... gives the same probabilities as the whole pixel-space classifier on [0,1] images.
     pixel = pixel_classifier(backbone, module, net=model.backbone)
     assert names == ["Cat", "Dog"]
-    assert np.allclose(predict(pixel, images).numpy(), head.predict_proba(X), atol=1e-4)
+    assert np.allclose(predict_proba(pixel, images, batch_size=16).numpy(), head.predict_proba(X), atol=1e-4)
 
 
 def test_embedding_backbone_checks_the_weights(tmp_path):
     backbone = get_backbone("mobilenet_v2")
     meta = {"backbone": "mobilenet_v2", "weights": {"sha256": backbone.weights.sha256},
             "preprocessing": backbone.preprocessing.as_dict()}
-    write_json(tmp_path / "meta.json", meta)
-    assert embedding_backbone(tmp_path) == (backbone, meta)
-    write_json(tmp_path / "meta.json", {**meta, "weights": {"sha256": "0" * 64}})
+    artefacts = Artefacts("pets", tmp_path)
+    write_json(artefacts.embeddings_meta, meta)
+    assert embedding_backbone(artefacts) == (backbone, meta)
+    write_json(artefacts.embeddings_meta, {**meta, "weights": {"sha256": "0" * 64}})
     with pytest.raises(PetprobeError, match="rerun the embed stage"):
-        embedding_backbone(tmp_path)
-    write_json(tmp_path / "meta.json", {**meta, "preprocessing": {**meta["preprocessing"], "crop": 192}})
+        embedding_backbone(artefacts)
+    write_json(artefacts.embeddings_meta, {**meta, "preprocessing": {**meta["preprocessing"], "crop": 192}})
     with pytest.raises(PetprobeError, match="rerun the embed stage"):
-        embedding_backbone(tmp_path)
+        embedding_backbone(artefacts)
 
 
 def test_transfer_backbone_auto_picks_another_one():

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from stages.backbones import get_backbone, list_backbones
-from stages.embeddings import Precision, embed_images
+from petprobe.backbones import get_backbone, list_backbones
+from petprobe.device import Precision
+from petprobe.embedding.embed import embed_images
 
 FP32 = Precision("fp32", None)
 
@@ -46,7 +47,7 @@ def test_efficientnet_lite0_classifier_recognises_a_cat(cat_dog_images):
     categories = get_model_weights("mobilenet_v2").DEFAULT.meta["categories"]
     backbone = get_backbone("efficientnet_lite0")
     model = backbone.build()
-    from stages.images import load_rgb
+    from petprobe.data.images import load_rgb
 
     x = backbone.transforms()(load_rgb(cat_dog_images[0]))[None]
     with torch.inference_mode():

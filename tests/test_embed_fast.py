@@ -10,10 +10,11 @@ from torchvision.io import ImageReadMode, decode_jpeg
 from torchvision.transforms.v2.functional import pil_to_tensor
 
 from conftest import PETIMAGES, PETS
-from stages.backbones import get_backbone
-from stages.embeddings import embed_images, resolve_precision
-from stages.errors import PetprobeError
-from stages.images import load_rgb, load_rgb_tensor
+from petprobe.backbones import get_backbone
+from petprobe.device import resolve_precision
+from petprobe.embedding.embed import embed_images
+from petprobe.errors import PetprobeError
+from petprobe.data.images import load_rgb, load_rgb_tensor
 
 CMYK_JPEG = PETIMAGES / "Cat" / "10125.jpg"
 GRAY_JPEG = PETIMAGES / "Dog" / "10158.jpg"

@@ -7,11 +7,12 @@ import pytest
 import torch
 
 from conftest import PETS
-from stages.backbones import get_backbone
-from stages.datasets import get_dataset
-from stages.embeddings import embed_images, resolve_precision
-from stages.heads import LogRegHead, c_grid
-from stages.images import inspect_image
+from petprobe.backbones import get_backbone
+from petprobe.data.datasets import get_dataset
+from petprobe.device import resolve_precision
+from petprobe.embedding.embed import embed_images
+from petprobe.heads.logreg import LogRegHead, c_grid
+from petprobe.data.images import inspect_image
 
 CPU = torch.device("cpu")
 

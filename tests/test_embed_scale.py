@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from conftest import REPO
-from stages.distributed import shard_bounds
+from petprobe.embedding.distributed import shard_bounds
 
 
 def stage_dir(root: Path, splits: dict[str, list[Path]], **embed) -> Path:
@@ -47,7 +47,7 @@ def test_shards_are_contiguous_disjoint_whole_batches_covering_every_row(n_rows,
 # real embed stage and prints the peak RSS in KiB.
 _WIDE_EMBED = """
 import resource, sys, torch.nn as nn
-from stages.backbones import Backbone, get_backbone, register_backbone
+from petprobe.backbones import Backbone, get_backbone, register_backbone
 register_backbone(Backbone("pixels", builder=lambda state_dict: nn.Flatten(),
                            weights=get_backbone("efficientnet_lite0").weights, dim=3 * 224 * 224))
 from stages.embed import main

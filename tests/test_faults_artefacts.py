@@ -16,10 +16,11 @@ import pandas as pd
 import pytest
 import torch
 
-from stages.embeddings import image_list_sha256, load_split
-from stages.errors import PetprobeError
-from stages.heads import LogRegHead, load_state_dict
-from stages.outputs import save_npy
+from petprobe.artefacts import Artefacts, image_list_sha256
+from petprobe.errors import PetprobeError
+from petprobe.heads.logreg import LogRegHead
+from petprobe.heads.torch_head import load_state_dict
+from petprobe.outputs import save_npy
 
 # torch notes that a plain pickle uses a newer protocol before it refuses the file; expected here.
 pytestmark = pytest.mark.filterwarnings("ignore:Detected pickle protocol:UserWarning")
@@ -189,7 +190,7 @@ def test_torch_head_with_a_malicious_pickle_is_refused_without_running_it(tmp_pa
     """Even when the attacker also rewrites head.json to match, TorchHead.load never unpickles objects."""
     import hashlib
 
-    from stages.heads import TorchHead
+    from petprobe.heads.torch_head import TorchHead
 
     rng = np.random.default_rng(0)
     X = rng.normal(size=(40, 6)).astype(np.float32) + np.repeat(np.eye(2, 6) * 3, 20, axis=0)
@@ -219,7 +220,7 @@ def embedded(tmp_path):
         "label": ["pug", "beagle"] * 6,
         "split": ["train"] * 6 + ["val"] * 3 + ["test"] * 3,
     })
-    out = tmp_path / "embeddings"
+    out = Artefacts("pets", tmp_path).embeddings
     meta = {"backbone": "efficientnet_lite0", "dim": 16, "splits": {}}
     for split in ("train", "val", "test"):
         rows = manifest[manifest.split == split]
@@ -231,7 +232,7 @@ def embedded(tmp_path):
 
 def test_matching_embeddings_load(embedded):
     out, manifest = embedded
-    assert load_split(out, manifest, "train").shape == (6, 16)
+    assert Artefacts("pets", out.parents[2]).read_split(manifest, "train").shape == (6, 16)
 
 
 @pytest.mark.parametrize("damage, match", [
@@ -282,7 +283,7 @@ def test_damaged_or_mismatched_embeddings_are_a_clear_error(embedded, damage, ma
         manifest = manifest.drop(index=2)
     elif damage == "manifest rows reordered":
         manifest = pd.concat([manifest.iloc[[1, 0]], manifest.iloc[2:]])
-    one_line_error(lambda: load_split(out, manifest, "train"), match)
+    one_line_error(lambda: Artefacts("pets", out.parents[2]).read_split(manifest, "train"), match)
 
 
 def test_embeddings_holding_a_pickle_are_refused_without_running_it(embedded, marker):
@@ -290,5 +291,5 @@ def test_embeddings_holding_a_pickle_are_refused_without_running_it(embedded, ma
     with open(out / "train.npy", "wb") as fh:
         np.save(fh, np.array([Payload(marker)] * 6, dtype=object), allow_pickle=True)
     assert_live(lambda: np.load(out / "train.npy", allow_pickle=True), marker)
-    one_line_error(lambda: load_split(out, manifest, "train"), "unreadable or truncated")
+    one_line_error(lambda: Artefacts("pets", out.parents[2]).read_split(manifest, "train"), "unreadable or truncated")
     assert not marker.exists()

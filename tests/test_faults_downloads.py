@@ -22,11 +22,12 @@ from pathlib import Path
 import pytest
 
 from conftest import PETS
-from stages.archives import extract, fetch
-from stages.datasets import BUILTIN_DATASETS, Archive
-from stages.download import populate, tree_digest
-from stages.errors import PetprobeError
-from stages.outputs import atomic_dir
+from petprobe.data.archives import extract, fetch
+from petprobe.data.datasets import BUILTIN_DATASETS, Archive
+from petprobe.checksums import tree_digest
+from petprobe.data.sources import populate
+from petprobe.errors import PetprobeError
+from petprobe.outputs import atomic_dir
 
 # --- a small, misbehaving-on-request HTTP server ------------------------------------------------
 

@@ -23,9 +23,10 @@ from PIL import Image
 
 from conftest import PETIMAGES, PETS, REPO
 from stages import download, prepare
-from stages.backbones import get_backbone
-from stages.embeddings import Precision, embed_images
-from stages.images import MAX_PIXELS, inspect_image, load_rgb
+from petprobe.backbones import get_backbone
+from petprobe.device import Precision
+from petprobe.embedding.embed import embed_images
+from petprobe.data.images import MAX_PIXELS, inspect_image, load_rgb
 
 CAT, DOG = PETIMAGES / "Cat", PETIMAGES / "Dog"
 
@@ -281,8 +282,8 @@ def test_unreadable_file_and_folder_without_read_privilege(tmp_path):
     os.chmod(locked, 0)
     code = (
         "import sys; from pathlib import Path\n"
-        "from stages.images import inspect_image\nfrom stages.archives import copy_tree\n"
-        "from stages.errors import PetprobeError\n"
+        "from petprobe.data.images import inspect_image\nfrom petprobe.data.archives import copy_tree\n"
+        "from petprobe.errors import PetprobeError\n"
         f"s = Path({str(tmp_path)!r})\n"
         "print(inspect_image(s / 'locked.jpg'))\n"
         "try:\n    copy_tree(s / 'src', s / 'dst')\n    print('copied')\n"

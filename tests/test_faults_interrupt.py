@@ -168,7 +168,7 @@ def test_tampered_head_file_stops_evaluate_with_one_line_and_runs_no_code(repo, 
 
 
 def test_stale_temps_of_dead_writers_are_removed_and_live_ones_kept(tmp_path):
-    from stages.outputs import atomic_dir
+    from petprobe.outputs import atomic_dir
 
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()

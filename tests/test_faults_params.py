@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from conftest import REPO
-from stages.errors import reports_errors
+from petprobe.errors import reports_errors
 
 NO_MIRROR = "/nonexistent/petprobe-mirror"
 

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from stages.metrics import (balanced_accuracy, confusion, expected_calibration_error, log_loss, per_class_report,
+from petprobe.reporting.metrics import (balanced_accuracy, confusion, expected_calibration_error, log_loss, per_class_report,
                             summary, top_k_accuracy)
 
 CLASSES = ["a", "b", "c"]
@@ -71,7 +71,7 @@ def test_unknown_label_is_an_error():
 
 
 def test_logreg_takes_c_from_the_middle_of_the_best_val_plateau():
-    from stages.heads import LogRegHead
+    from petprobe.heads.logreg import LogRegHead
 
     rng = np.random.default_rng(0)
     X = np.vstack([rng.normal(-3, 1, (40, 4)), rng.normal(3, 1, (40, 4))])

@@ -10,8 +10,8 @@ import pytest
 import yaml
 
 from conftest import REPO
-from stages.errors import PetprobeError
-from stages.params import Params, load_params, parse_params
+from petprobe.errors import PetprobeError
+from petprobe.params import Params, load_params, parse_params
 
 
 def raw_params() -> dict:
@@ -95,7 +95,7 @@ def test_stage_reports_one_line_and_exit_2(tmp_path):
     assert run.returncode == 2
     assert run.stderr.splitlines() == [
         "petprobe: error: params.yaml: 'backbone' is 'nope', not a known backbone (valid: "
-        + ", ".join(sorted(__import__("stages.backbones", fromlist=["x"]).list_backbones())) + ")"
+        + ", ".join(sorted(__import__("petprobe.backbones", fromlist=["x"]).list_backbones())) + ")"
     ]
 
 

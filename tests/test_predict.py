@@ -6,10 +6,11 @@ import shutil
 import numpy as np
 import pytest
 
-from stages.backbones import get_backbone
-from stages.cli import main
-from stages.heads import LogRegHead, TorchHead
-from stages.outputs import write_json
+from petprobe.backbones import get_backbone
+from petprobe.cli import main
+from petprobe.heads.logreg import LogRegHead
+from petprobe.heads.torch_head import TorchHead
+from petprobe.outputs import write_json
 from tests.conftest import PETIMAGES
 
 BROKEN = PETIMAGES / "Dog" / "11702.jpg"  # truncated JPEG shipped in the PetImages archive

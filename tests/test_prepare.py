@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 
 from conftest import PETIMAGES, PETS
-from stages.datasets import assign_splits, get_dataset, imagefolder_spec
-from stages.prepare import build_manifest, check_candidates
+from petprobe.data.datasets import assign_splits, get_dataset, imagefolder_spec
+from petprobe.data.manifest import build_manifest, check_candidates
 
 
 @pytest.fixture()

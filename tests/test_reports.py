@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from stages.backbones import get_backbone
-from stages.comparisons import split_last_block
-from stages.figures import misclassified_grid, save_figure
-from stages.images import load_rgb
-from stages.train_head import write_curves
+from petprobe.backbones import get_backbone
+from petprobe.reporting.figures import misclassified_grid, save_figure
+from petprobe.data.images import load_rgb
+from petprobe.errors import PetprobeError
+from petprobe.reporting.curves import write_curves
 from tests.conftest import PETIMAGES
 
 HISTORY = [{"epoch": e, "lr": 1e-3, "train_loss": 1 / e, "train_accuracy": 1 - 0.5 / e,
@@ -48,7 +48,32 @@ def test_split_last_block_recomposes_the_backbone(name):
     backbone = get_backbone(name)
     model = backbone.build()
     x = torch.stack([backbone.transforms()(load_rgb(PETIMAGES / "Dog" / f"{n}.jpg")) for n in (1, 2)])
-    trunk, tail = split_last_block(model)
+    trunk, tail = backbone.split_last_block(model)
     with torch.no_grad():
         assert torch.allclose(tail(trunk(x)), model(x), atol=1e-5)
     assert 0 < sum(p.numel() for p in tail.parameters()) < sum(p.numel() for p in model.parameters()) / 2
+
+
+@pytest.mark.parametrize("name,architecture", [("resnet18", "resnet18"), ("efficientnet_b0", "efficientnet_b0"),
+                                               ("convnext_tiny", "convnext_tiny"),
+                                               ("mobilenet_v3_large", "mobilenet_v3_large"),
+                                               ("mobilenet_v2_torchvision", "mobilenet_v2")])
+def test_torchvision_last_block_split_recomposes_the_network(name, architecture):
+    # Their weights are not here offline: the registry's own builder runs on a randomly initialised
+    # state_dict of the same architecture, which is all the split's correctness depends on.
+    from torchvision.models import get_model
+
+    backbone = get_backbone(name)
+    torch.manual_seed(0)
+    model = backbone.builder(get_model(architecture, weights=None).state_dict()).eval()
+    x = torch.rand(2, 3, 96, 96)
+    trunk, tail = backbone.split_last_block(model)
+    with torch.no_grad():
+        assert torch.allclose(tail(trunk(x)), model(x), atol=1e-5)
+        assert backbone.imagenet_head(model)(model(x)).shape == (2, 1000)  # the ImageNet classifier is kept
+    assert 0 < sum(p.numel() for p in tail.parameters()) < sum(p.numel() for p in model.parameters())
+
+
+def test_vgg16_has_no_last_block_split():
+    with pytest.raises(PetprobeError, match="no last-block split"):
+        get_backbone("vgg16").split_last_block(torch.nn.Identity())

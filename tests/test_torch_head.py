@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from stages.errors import PetprobeError
-from stages.heads import TorchHead, load_head
+from petprobe.errors import PetprobeError
+from petprobe.artefacts import Artefacts
+from petprobe.heads.torch_head import TorchHead
+from petprobe.heads.trained import load_head
 from tests.conftest import REPO
 
 SMALL = dict(hidden=32, dropout=0.2, lr=3e-3, batch_size=4, max_epochs=30, patience=5)
@@ -48,7 +50,7 @@ def test_weights_do_not_depend_on_the_thread_setting(cat_dog_embeddings, tmp_pat
                                        for k in ("X", "labels")})
     script = (
         "import sys, numpy as np, torch; torch.set_num_threads(int(sys.argv[2]))\n"
-        "from stages.heads import TorchHead\n"
+        "from petprobe.heads.torch_head import TorchHead\n"
         "d = np.load(sys.argv[1])\n"
         f"h = TorchHead(**{SMALL!r}, random_state=0).fit(d['train_X'], d['train_labels'], d['val_X'], d['val_labels'])\n"
         "h.save(sys.argv[3])\n"
@@ -87,13 +89,14 @@ def test_predictions_follow_classes_and_to_module(cat_dog_embeddings):
 
 def test_save_load_round_trip(cat_dog_embeddings, tmp_path):
     head = fit(cat_dog_embeddings, random_state=0)
-    head.save(tmp_path / "head.pt")
-    config = json.loads((tmp_path / "head.json").read_text())
+    artefacts = Artefacts("catsdogs", tmp_path)
+    head.save(artefacts.model("head"))
+    config = json.loads(artefacts.model("head").with_suffix(".json").read_text())
     assert config["classes"] == ["Cat", "Dog"] and config["params"]["hidden"] == 32
     assert config["n_features_in"] == 1280
     # A state_dict readable without unpickling arbitrary objects.
-    assert set(torch.load(tmp_path / "head.pt", weights_only=True)) == set(head.module_.state_dict())
-    loaded = load_head(tmp_path, "head")
+    assert set(torch.load(artefacts.model("head"), weights_only=True)) == set(head.module_.state_dict())
+    loaded = load_head(artefacts, "head")
     X = cat_dog_embeddings["val"]["X"]
     assert np.array_equal(loaded.predict_proba(X), head.predict_proba(X))
     assert loaded.classes_.tolist() == head.classes_.tolist()
@@ -131,4 +134,4 @@ def test_tampered_or_mismatched_files_are_refused(cat_dog_embeddings, tmp_path):
     with pytest.raises(PetprobeError, match="rerun train_head"):
         TorchHead.load(tmp_path / "head.pt")
     with pytest.raises(PetprobeError, match="missing"):
-        load_head(tmp_path / "nowhere", "head")
+        load_head(Artefacts("catsdogs", tmp_path / "nowhere"), "head")

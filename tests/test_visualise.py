@@ -5,7 +5,7 @@ import functools
 import torch
 import torch.nn.functional as F
 
-from stages.visualise import (class_log_prob, class_logit, color_sqrt, compose, fourier_image, jitter, l2, pad,
+from petprobe.probing.visualise import (class_log_prob, class_logit, color_sqrt, compose, fourier_image, jitter, l2, pad,
                               pixel_image, random_rotate, random_scale, render, standard_transforms, total_variation)
 
 

@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from stages.errors import one_line
+from petprobe.errors import PetprobeError, one_line
 
-__all__ = ["MAX_PIXELS", "inspect_image", "load_rgb", "load_rgb_tensor"]
+__all__ = ["MAX_PIXELS", "inspect_image", "load_rgb", "load_rgb_tensor", "load_images"]
 
 # Larger than any photo in the reference datasets by two orders of magnitude, small enough that a
 # decompression bomb (a tiny file that claims gigapixels) is refused before it is decoded.
@@ -93,6 +93,22 @@ def load_rgb_tensor(path: str | Path):
         except (ImportError, RuntimeError):
             pass  # no decoder, or e.g. an arithmetic-coded or damaged JPEG that PIL may still read
     return pil_to_tensor(load_rgb(path))
+
+
+def load_images(paths, transform, *, desc: str | None = None):
+    """``transform(load_rgb(path))`` of every path, stacked into one tensor ``(N, ...)``.
+
+    ``desc`` labels a progress bar (none when None). An image that cannot be read any more (it
+    passed prepare's check) is one PetprobeError line.
+    """
+    import torch
+    from tqdm import tqdm
+
+    try:
+        return torch.stack([transform(load_rgb(path))
+                            for path in tqdm(paths, desc=desc, unit="img", leave=False, disable=desc is None)])
+    except OSError as err:
+        raise PetprobeError(f"cannot read an image ({err}); rerun prepare") from None
 
 
 def _to_rgb(im: Image.Image) -> Image.Image:

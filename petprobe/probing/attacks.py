@@ -3,7 +3,7 @@
 An attack is a small object: ``__init__`` stores its hyperparameters under their own names,
 ``attack(images, targets)`` returns adversarial images in [0,1], and ``repr(attack)`` lists the
 hyperparameters (it goes into render.json). The model must take [0,1] images and return one
-``(N, C)`` logits tensor (``stages.classifier.PixelClassifier``); normalisation is inside it.
+``(N, C)`` logits tensor (``petprobe.probing.classifier.PixelClassifier``); normalisation is inside it.
 
 ``assess`` measures a batch of adversarial images: success, target probability, L-inf and L2 size
 of the perturbation, success after a real 8-bit PNG write and read, and transfer to a second model.
@@ -21,6 +21,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image
 from tqdm import tqdm
+
+from petprobe.heads.training import predict_proba
 
 __all__ = ["Attack", "PGD", "Unbounded", "Assessment", "assess", "quantize", "png_roundtrip", "attack_suite",
            "run_attacks", "pooled_summary"]
@@ -202,8 +204,7 @@ def assess(model: nn.Module, images: torch.Tensor, adversarial: torch.Tensor, ta
     simulated rounding.
     """
     def probs(m, x):
-        device = next(m.parameters()).device
-        return torch.cat([m(c.to(device)).softmax(1).cpu() for c in x.split(batch_size)])
+        return predict_proba(m, x, batch_size=batch_size)
 
     targets = targets.cpu()
     delta = (adversarial - images).flatten(1).cpu()

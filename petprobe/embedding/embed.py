@@ -1,35 +1,31 @@
-"""Frozen-backbone embeddings: computed in batches, streamed to disk, checked when read back.
+"""Frozen-backbone embeddings, computed in batches and streamed.
 
 ``embed_images`` runs a backbone over a list of image files and yields float32 row blocks in
 order, which the embed stage appends to a ``.npy`` file (``outputs.NpyRowWriter``), so memory
 stays flat however many images there are. The fast path: JPEGs decoded by torchvision.io, resized
 and cropped as uint8 in DataLoader worker processes, uint8 batches (pinned on CUDA) moved with
 ``non_blocking`` and normalised on the device, BatchNorm folded into the convolutions,
-channels_last, autocast in the resolved precision. ``load_split`` reads embeddings back and refuses files that do not match the manifest.
+channels_last, autocast in the resolved precision (``petprobe.device``).
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import hashlib
-import json
 import sys
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Iterator
 
 import numpy as np
-import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from stages.errors import PetprobeError, one_line
-from stages.images import load_rgb_tensor
+from petprobe.artefacts import Artefacts
+from petprobe.backbones import Backbone, get_backbone
+from petprobe.data.images import load_rgb_tensor
+from petprobe.device import Precision
+from petprobe.errors import PetprobeError
 
-__all__ = ["ImageFiles", "Precision", "fold_batchnorm", "image_batches", "resolve_device", "resolve_precision", "resolve_batch_size",
-           "embed_images", "image_list_sha256", "load_split", "load_training_data", "load_manifest"]
+__all__ = ["ImageFiles", "fold_batchnorm", "image_batches", "embed_images", "embedding_backbone"]
 
 
 class ImageFiles(Dataset):
@@ -56,61 +52,6 @@ class ImageFiles(Dataset):
 def _collate(items: list) -> tuple[torch.Tensor | None, str | None]:
     errors = [item for item in items if isinstance(item, str)]
     return (None, errors[0]) if errors else (torch.stack(items), None)
-
-
-@dataclass(frozen=True)
-class Precision:
-    """The dtype autocast runs in (None = plain fp32)."""
-
-    name: str
-    dtype: torch.dtype | None
-
-    def autocast(self, device: torch.device):
-        if self.dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=device.type, dtype=self.dtype)
-
-
-def resolve_device(local_rank: int = 0) -> torch.device:
-    """CUDA (this process's GPU under torchrun) when available, else CPU."""
-    return torch.device("cuda", local_rank) if torch.cuda.is_available() else torch.device("cpu")
-
-
-# embed.batch_size 0 = these. On CPU throughput is flat beyond ~32 images per batch; a GPU needs
-# bigger batches to stay busy, and 128 images of 224 px fit any current GPU for these backbones.
-AUTO_BATCH_SIZE = {"cpu": 32, "cuda": 128}
-
-
-def resolve_batch_size(requested: int, device: torch.device) -> int:
-    return requested or AUTO_BATCH_SIZE.get(device.type, 32)
-
-
-def _cpu_has_native_bf16() -> bool:
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def resolve_precision(requested: str, device: torch.device) -> Precision:
-    """auto = bf16 (or fp16) autocast on CUDA, bf16 on CPUs with native bf16, else fp32."""
-    if requested == "auto":
-        if device.type == "cuda":
-            requested = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-        else:
-            requested = "bf16" if _cpu_has_native_bf16() else "fp32"
-    if requested == "fp16" and device.type == "cpu":
-        raise PetprobeError("embed.precision fp16 needs a CUDA device; use bf16 or fp32 on CPU")
-    return Precision(requested, {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[requested])
-
-
-def image_list_sha256(paths, labels) -> str:
-    """Hash of the ordered (path, label) list: identifies exactly which rows an array holds."""
-    digest = hashlib.sha256()
-    for path, label in zip(paths, labels):
-        digest.update(f"{path}\t{label}\n".encode())
-    return digest.hexdigest()
 
 
 def _quiet_when_main_is_gone(_worker_id: int) -> None:
@@ -180,47 +121,15 @@ def embed_images(model: torch.nn.Module, preprocessing, paths: list[str], *, bat
             bar.update(len(rows))
 
 
-def load_manifest(prepared: Path) -> tuple[pd.DataFrame, list[str]]:
-    manifest_path, classes_path = prepared / "manifest.csv", prepared / "classes.json"
-    for path in (manifest_path, classes_path):
-        if not path.is_file():
-            raise PetprobeError(f"{path} is missing; run the prepare stage first")
-    manifest = pd.read_csv(manifest_path, dtype=str, keep_default_na=False)
-    classes = json.loads(classes_path.read_text())
-    return manifest, classes
+def embedding_backbone(artefacts: Artefacts) -> tuple[Backbone, dict]:
+    """The registry entry a dataset's embeddings (and so its heads) were made with, and their meta.json.
 
+    Checked by weights sha256 and preprocessing: a head only fits the exact features it was trained on.
+    """
+    meta = artefacts.read_embeddings_meta()
+    backbone = get_backbone(meta["backbone"])
+    if backbone.weights.sha256 != meta["weights"]["sha256"] or backbone.preprocessing.as_dict() != meta["preprocessing"]:
+        raise PetprobeError(f"{artefacts.embeddings} was made with other {backbone.name} weights or preprocessing "
+                            "than the installed ones; rerun the embed stage (dvc repro)")
+    return backbone, meta
 
-def load_split(embeddings: Path, manifest: pd.DataFrame, split: str) -> np.ndarray:
-    """The embeddings of one split, verified against the manifest rows they claim to hold."""
-    meta_path = embeddings / "meta.json"
-    npy = embeddings / f"{split}.npy"
-    rerun = "rerun the embed stage (dvc repro)"
-    try:
-        meta = json.loads(meta_path.read_text())
-    except OSError:
-        raise PetprobeError(f"{meta_path} is missing; run the embed stage") from None
-    except ValueError as err:
-        raise PetprobeError(f"{meta_path} is not valid JSON ({one_line(err)}); {rerun}") from None
-    try:
-        expected, dim = meta["splits"][split], int(meta["dim"])
-        listed, n = str(expected["image_list_sha256"]), int(expected["n"])
-    except (KeyError, TypeError, ValueError):
-        raise PetprobeError(f"{meta_path} does not describe split '{split}' (dim, n, image_list_sha256); {rerun}") from None
-    rows = manifest[manifest.split == split]
-    if image_list_sha256(rows.path, rows.label) != listed or n != len(rows):
-        raise PetprobeError(f"{npy} was computed for another image list than the manifest; {rerun}")
-    try:
-        array = np.load(npy, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as err:  # EOFError: a file cut inside its header
-        raise PetprobeError(f"{npy} is unreadable or truncated ({one_line(err)}); {rerun}") from None
-    if not isinstance(array, np.ndarray) or array.shape != (len(rows), dim) or array.dtype != np.float32:
-        raise PetprobeError(f"{npy} has shape {getattr(array, 'shape', '?')} {getattr(array, 'dtype', '')}, "
-                            f"expected ({len(rows)}, {dim}) float32; {rerun}")
-    return array
-
-
-def load_training_data(embeddings: Path, manifest: pd.DataFrame) -> tuple[dict, dict]:
-    """Embeddings and labels of the train and val splits: ``({split: X}, {split: y})``."""
-    X = {split: load_split(embeddings, manifest, split) for split in ("train", "val")}
-    y = {split: manifest.label[manifest.split == split].to_numpy() for split in ("train", "val")}
-    return X, y

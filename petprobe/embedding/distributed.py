@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from stages.outputs import NpyRowWriter, atomic_dir
+from petprobe.outputs import NpyRowWriter, atomic_dir
 
 __all__ = ["EmbedRun", "distributed_run", "shard_bounds"]
 

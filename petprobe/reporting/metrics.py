@@ -1,49 +1,46 @@
-"""Classification metrics computed from class probabilities, in plain numpy.
+"""Classification metrics computed from class probabilities.
 
 All functions take ``proba`` (N, C) whose columns follow ``classes`` and true labels ``y`` (N,).
+The standard ones are scikit-learn's (``sklearn.metrics``); the expected calibration error is ours.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from sklearn import metrics as skm
+
+from petprobe.labels import class_index
 
 __all__ = ["top_k_accuracy", "balanced_accuracy", "log_loss", "expected_calibration_error", "per_class_report",
            "confusion", "summary"]
 
 
-def _targets(y, classes) -> np.ndarray:
-    index = {c: i for i, c in enumerate(classes)}
-    try:
-        return np.array([index[v] for v in y], dtype=np.int64)
-    except KeyError as err:
-        raise ValueError(f"label {err.args[0]!r} is not one of the model's classes") from None
-
-
 def top_k_accuracy(proba, y, classes, k: int = 1) -> float:
-    """Share of rows whose true class is among the k most probable (ties broken by column order)."""
-    t = _targets(y, classes)
-    top = np.argsort(-np.asarray(proba), axis=1, kind="stable")[:, :k]
-    return float((top == t[:, None]).any(axis=1).mean())
+    """Share of rows whose true class is among the k most probable."""
+    proba = np.asarray(proba)
+    if k == 1:  # sklearn's top-k wants k < n_classes; top-1 is plain accuracy
+        return float(skm.accuracy_score(class_index(y, classes), proba.argmax(axis=1)))
+    return float(skm.top_k_accuracy_score(class_index(y, classes), proba, k=k, labels=np.arange(len(classes))))
 
 
 def balanced_accuracy(proba, y, classes) -> float:
     """Mean per-class recall over the classes present in ``y``."""
-    t = _targets(y, classes)
-    pred = np.argmax(proba, axis=1)
-    recalls = [float((pred[t == c] == c).mean()) for c in np.unique(t)]
+    t, pred = class_index(y, classes), np.argmax(proba, axis=1)
+    # sklearn averages over the classes present in y or in the predictions; recall is defined only
+    # for the former, so the predictions of classes absent from y count as plain mistakes.
+    present = np.unique(t)
+    recalls = skm.recall_score(t, pred, labels=present, average=None, zero_division=0.0)
     return float(np.mean(recalls))
 
 
-def log_loss(proba, y, classes, eps: float = 1e-15) -> float:
-    t = _targets(y, classes)
-    p = np.clip(np.asarray(proba, np.float64)[np.arange(len(t)), t], eps, 1.0)
-    return float(-np.log(p).mean())
+def log_loss(proba, y, classes) -> float:
+    return float(skm.log_loss(class_index(y, classes), np.asarray(proba, np.float64), labels=np.arange(len(classes))))
 
 
 def expected_calibration_error(proba, y, classes, n_bins: int = 15) -> float:
     """Top-label ECE: |accuracy - confidence| per equal-width confidence bin, weighted by bin size."""
-    t = _targets(y, classes)
+    t = class_index(y, classes)
     proba = np.asarray(proba, np.float64)
     conf, pred = proba.max(axis=1), proba.argmax(axis=1)
     correct = (pred == t).astype(np.float64)
@@ -64,18 +61,10 @@ def confusion(proba, y, classes) -> pd.DataFrame:
 
 def per_class_report(proba, y, classes) -> pd.DataFrame:
     """Precision, recall, F1 and support per class (0 where undefined)."""
-    t = _targets(y, classes)
-    pred = np.argmax(proba, axis=1)
-    rows = []
-    for c, name in enumerate(classes):
-        tp = int(((pred == c) & (t == c)).sum())
-        n_pred, n_true = int((pred == c).sum()), int((t == c).sum())
-        precision = tp / n_pred if n_pred else 0.0
-        recall = tp / n_true if n_true else 0.0
-        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        rows.append({"class": name, "precision": round(precision, 6), "recall": round(recall, 6),
-                     "f1": round(f1, 6), "support": n_true})
-    return pd.DataFrame(rows)
+    precision, recall, f1, support = skm.precision_recall_fscore_support(
+        class_index(y, classes), np.argmax(proba, axis=1), labels=np.arange(len(classes)), zero_division=0.0)
+    return pd.DataFrame({"class": list(classes), "precision": np.round(precision, 6), "recall": np.round(recall, 6),
+                         "f1": np.round(f1, 6), "support": support.astype(int)})
 
 
 def summary(proba, y, classes) -> dict:

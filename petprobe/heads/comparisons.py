@@ -1,63 +1,27 @@
 """Reference points for the frozen-backbone heads: fine-tuning the last block, and training from scratch.
 
-``split_last_block`` cuts a registry backbone into a frozen trunk and its last block (plus the
-final 1x1 conv and pooling). ``FinetuneNet`` trains that tail and a linear layer on top while the
+``Backbone.split_last_block`` cuts a registry backbone into a frozen trunk and its last block
+(plus what follows it). ``FinetuneNet`` trains that tail and a linear layer on top while the
 tail's BatchNorm statistics stay frozen; because the trunk is frozen and there is no augmentation,
 its activations are computed once (``trunk_activations``) and every epoch runs on the tail only.
-``SmallCNN`` is a four-stage CNN trained from random init on small images (``load_images``).
+``SmallCNN`` is a four-stage CNN trained from random init on small uint8 images.
+``train_comparison`` is the loop both share: seeded, early-stopped on validation loss, and
+summarised on the test split the same way.
 """
 
 from __future__ import annotations
 
-import numpy as np
+from typing import Callable
+
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
-from torchvision.transforms import v2
 from tqdm import tqdm
 
-from stages.backbones import EfficientNetLite0, PooledFeatures
-from stages.embeddings import image_batches
-from stages.errors import PetprobeError
-from stages.images import load_rgb
+from petprobe.embedding.embed import image_batches
+from petprobe.heads.training import evaluate_classifier, fit_classifier, predict_proba, seeded
+from petprobe.reporting.metrics import summary
 
-__all__ = ["split_last_block", "FinetuneNet", "trunk_activations", "SmallCNN", "load_images", "random_flip",
-           "class_targets"]
-
-
-class _LiteTrunk(nn.Module):
-    def __init__(self, net: EfficientNetLite0, n_blocks: int):
-        super().__init__()
-        self.stem, self.bn, self.blocks = net._conv_stem, net._bn0, net._blocks[:n_blocks]
-
-    def forward(self, x):
-        x = F.relu6(self.bn(self.stem(x)))
-        for block in self.blocks:
-            x = block(x)
-        return x
-
-
-class _LiteTail(nn.Module):
-    def __init__(self, net: EfficientNetLite0, n_blocks: int):
-        super().__init__()
-        self.blocks, self.conv_head, self.bn = net._blocks[n_blocks:], net._conv_head, net._bn1
-
-    def forward(self, x):
-        for block in self.blocks:
-            x = block(x)
-        return F.relu6(self.bn(self.conv_head(x))).mean((2, 3))
-
-
-def split_last_block(model: nn.Module) -> tuple[nn.Module, nn.Module]:
-    """(trunk, tail) with ``tail(trunk(x)) == model(x)``; the tail is the last block + final conv + pooling."""
-    if isinstance(model, EfficientNetLite0):
-        n = len(model._blocks) - 1
-        return _LiteTrunk(model, n), _LiteTail(model, n)
-    features = getattr(model, "features", None)
-    if isinstance(features, nn.Sequential) and len(features) > 2:  # mobilenet_v2: ... block 17, final 1x1 conv
-        return features[:-2], PooledFeatures(features[-2:])
-    raise PetprobeError(f"fine-tuning does not know where the last block of {type(model).__name__} is; "
-                        "use efficientnet_lite0 or mobilenet_v2")
+__all__ = ["FinetuneNet", "trunk_activations", "SmallCNN", "random_flip", "train_comparison"]
 
 
 class FinetuneNet(nn.Module):
@@ -87,7 +51,7 @@ def trunk_activations(trunk: nn.Module, paths: list[str], preprocessing, *, batc
                       precision, device: torch.device, desc: str) -> torch.Tensor:
     """The trunk's output for every image, in order, as one float32 tensor on ``device`` (no grad).
 
-    Images come through the embed stage's loader (``embeddings.image_batches``, channels_last)."""
+    Images come through the embed stage's loader (``embedding.embed.image_batches``, channels_last)."""
     trunk = trunk.to(device, memory_format=torch.channels_last).eval()  # as in embed: 1.5-2x on CPU
     chunks = []
     batches = image_batches(paths, preprocessing, batch_size=batch_size, num_workers=num_workers, device=device)
@@ -119,22 +83,32 @@ class SmallCNN(nn.Module):
         return self.classifier(self.features(x).mean((2, 3)))
 
 
-def load_images(paths, size: int, desc: str) -> torch.Tensor:
-    """Every image resized (shorter side) and centre-cropped to ``size``, as a uint8 tensor (N, 3, size, size)."""
-    resize = v2.Compose([v2.PILToTensor(), v2.Resize(size, antialias=True), v2.CenterCrop(size)])
-    out = torch.empty((len(paths), 3, size, size), dtype=torch.uint8)
-    for i, path in enumerate(tqdm(paths, desc=desc, unit="img", leave=False)):
-        out[i] = resize(load_rgb(path))
-    return out
-
-
 def random_flip(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Mirror a random half of the batch left-right (the only augmentation; pets are symmetric)."""
     flip = (torch.rand(len(batch), generator=generator) < 0.5).to(batch.device)
     return torch.where(flip[:, None, None, None], batch.flip(-1), batch)
 
 
-def class_targets(labels, classes) -> torch.Tensor:
-    """Class indices of ``labels`` in ``classes`` order."""
-    index = {c: i for i, c in enumerate(classes)}
-    return torch.as_tensor(np.array([index[v] for v in labels], dtype=np.int64))
+def train_comparison(make_net: Callable[[], nn.Module], inputs: dict, targets: dict, labels: dict, classes, *,
+                     lr: float, weight_decay: float, batch_size: int, epochs: int, seed: int,
+                     augment: Callable | None = None, desc: str) -> dict:
+    """Build ``make_net()`` and train it on the train split, keeping the epoch of lowest val loss.
+
+    ``inputs``/``targets``/``labels`` map train, val and test to tensors, class-index tensors and
+    label arrays. Initialisation, dropout, shuffling and ``augment`` all draw from ``seed``.
+    Returns the fields both comparison stages report: best_epoch, epochs_run, val_before (the
+    untrained net on val), val and test (``reporting.metrics.summary``).
+    """
+    with seeded(seed):
+        net = make_net()
+        val_before = evaluate_classifier(net, inputs["val"], targets["val"])
+        history = fit_classifier(net, inputs["train"], targets["train"], inputs["val"], targets["val"], lr=lr,
+                                 weight_decay=weight_decay, batch_size=batch_size, max_epochs=epochs,
+                                 patience=epochs, generator=torch.Generator().manual_seed(seed), augment=augment,
+                                 desc=desc)
+    best = min(history, key=lambda r: r["val_loss"])
+    proba = predict_proba(net, inputs["test"], batch_size=256, dtype=torch.float64).numpy()
+    return {"best_epoch": best["epoch"], "epochs_run": len(history),
+            "val_before": {"loss": round(val_before[0], 6), "top1": round(val_before[1], 6)},
+            "val": {"loss": round(best["val_loss"], 6), "top1": round(best["val_accuracy"], 6)},
+            "test": summary(proba, labels["test"], classes)}

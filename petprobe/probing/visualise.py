@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 __all__ = ["pixel_image", "fourier_image", "color_sqrt", "pad", "jitter", "random_scale", "random_rotate",
            "compose", "standard_transforms", "Objective", "class_logit", "class_log_prob", "total_variation",
-           "l2", "render", "ideal_images"]
+           "l2", "render", "ideal_images", "ideal_images_of"]
 
 Shape = tuple[int, int, int, int]
 
@@ -257,3 +257,25 @@ def ideal_images(model: nn.Module, targets: Sequence[int], *, size: int, steps: 
     return {name: render(model, objective, param_f, standard_transforms(), steps=steps, lr=lr, seed=seed,
                          device=device, desc=f"{desc} {name}")
             for name, (param_f, objective) in setups.items()}
+
+
+def ideal_images_of(models: dict[str, tuple[nn.Module, list[str], list[int]]], *, size: int, steps: int, lr: float,
+                    seed: int, tv_weight: float, l2_weight: float, color: torch.Tensor | None = None,
+                    device: torch.device | str = "cpu") -> tuple[dict, dict]:
+    """``ideal_images`` for several models (``{prefix: (model, class names, class indices)}``).
+
+    Returns ``({prefix + method: (images, names, p(target))}, {prefix + method: {name: p}})``: the
+    images for the sheet and the final target probabilities for the report.
+    """
+    from petprobe.heads.training import predict_proba
+
+    ideal, report = {}, {}
+    for prefix, (model, names, index) in models.items():
+        for method, images in ideal_images(model, index, size=size, steps=steps, lr=lr, seed=seed,
+                                           tv_weight=tv_weight, l2_weight=l2_weight, color=color, device=device,
+                                           desc=f"ideal {prefix}").items():
+            p = predict_proba(model, images, batch_size=16)[torch.arange(len(index)), index]
+            ideal[prefix + method] = (images, names, p)
+            report[prefix + method] = {n: round(float(v), 6) for n, v in zip(names, p)}
+    return ideal, report
+

@@ -21,6 +21,8 @@ from typing import Callable
 
 import numpy as np
 
+from petprobe.artefacts import SOURCE_RECORD
+
 __all__ = [
     "Archive",
     "Candidate",
@@ -30,13 +32,7 @@ __all__ = [
     "imagefolder_spec",
     "assign_splits",
     "cap_per_class",
-    "SPLITS",
-    "SOURCE_RECORD",
 ]
-
-SPLITS = ("train", "val", "test")
-# download's record of where the raw files came from, written beside them: not a dataset file.
-SOURCE_RECORD = "SOURCE.json"
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,6 @@ a damaged archive (truncated, bad CRC, sizes that lie) is an error that removes 
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import os
 import shutil
@@ -29,14 +28,14 @@ from pathlib import Path, PurePosixPath
 
 from tqdm import tqdm
 
-from stages.errors import PetprobeError, one_line
+from petprobe.checksums import CHUNK, file_digests
+from petprobe.errors import PetprobeError, one_line
 
-__all__ = ["FetchResult", "fetch", "MIRROR_HINT", "extract", "copy_tree", "file_digests", "MAX_UNPACKED_BYTES"]
+__all__ = ["FetchResult", "fetch", "MIRROR_HINT", "extract", "copy_tree", "MAX_UNPACKED_BYTES"]
 
 # The largest reference archive unpacks to under 1 GB; 32 GiB leaves room for real datasets
 # while stopping an archive that claims (or inflates to) absurd sizes.
 MAX_UNPACKED_BYTES = 32 * 2**30
-_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -46,17 +45,6 @@ class FetchResult:
     sha256: str
     bytes: int
     md5_verified: bool
-
-
-def file_digests(path: Path) -> tuple[str, str, int]:
-    md5, sha = hashlib.md5(), hashlib.sha256()
-    n = 0
-    with open(path, "rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            md5.update(chunk)
-            sha.update(chunk)
-            n += len(chunk)
-    return md5.hexdigest(), sha.hexdigest(), n
 
 
 # What a failed dataset download tells the user to do instead.
@@ -168,7 +156,7 @@ def _stream(url: str, part: Path, *, timeout: float, progress: bool) -> None:
                                                               disable=not progress) as bar:
             fh.seek(start)
             fh.truncate()
-            while chunk := response.read(_CHUNK):
+            while chunk := response.read(CHUNK):
                 fh.write(chunk)
                 received += len(chunk)
                 bar.update(len(chunk))
@@ -269,7 +257,7 @@ def _write_members(archive: Path, handle, checked, read, target: Path, max_bytes
             raise PetprobeError(f"cannot write {out}: {err.strerror or err}") from None
         created.append(out)
         with read(handle, member) as src, dst:
-            while chunk := src.read(_CHUNK):
+            while chunk := src.read(CHUNK):
                 written += len(chunk)
                 if written > max_bytes:  # the declared sizes lied
                     raise PetprobeError(f"{archive.name}: unpacked data exceeds the {max_bytes:,}-byte limit")

@@ -58,12 +58,17 @@ def evaluate_classifier(module: torch.nn.Module, inputs: torch.Tensor, targets: 
     return loss / max(len(inputs), 1), correct / max(len(inputs), 1)
 
 
-def predict_proba(module: torch.nn.Module, inputs: torch.Tensor, *, batch_size: int = 256):
-    """Softmax probabilities (float64 numpy, N x C) of ``module`` in eval mode."""
+@torch.no_grad()
+def predict_proba(module: torch.nn.Module, inputs: torch.Tensor, *, batch_size: int,
+                  dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Softmax probabilities ``(N, C)`` of ``module`` (put in eval mode), on the CPU.
+
+    Inputs go to the module's device one batch at a time; the logits are cast to ``dtype`` before
+    the softmax (float64 for metrics, float32 for attacks and rendering).
+    """
     module.eval()
-    with torch.no_grad():
-        logits = [module(inputs[index]) for index in _batches(len(inputs), batch_size, None)]
-    return torch.softmax(torch.cat(logits).double(), dim=1).cpu().numpy()
+    device = next(module.parameters()).device
+    return torch.cat([module(chunk.to(device)).to(dtype).softmax(1).cpu() for chunk in inputs.split(batch_size)])
 
 
 def fit_classifier(module: torch.nn.Module, inputs: torch.Tensor, targets: torch.Tensor,

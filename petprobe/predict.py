@@ -1,6 +1,6 @@
 """Classify new images with a trained pipeline: the backbone its embeddings came from, then a head.
 
-``Predictor.for_dataset(ds, model)`` reads data/embeddings/<ds>/meta.json to rebuild exactly the
+``Predictor.for_dataset(ds, model)`` reads the embeddings' meta.json (``Artefacts``) to rebuild exactly the
 backbone, preprocessing and precision the head was trained on (not whatever params.yaml names
 now), and loads the head from data/models/<ds>/. ``Predictor.predict(paths)`` returns one
 ``Prediction`` per file, with an error message instead of classes for a file it cannot use, so
@@ -15,11 +15,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from stages.classifier import embedding_backbone
-from stages.embeddings import embed_images, resolve_device, resolve_precision
-from stages.errors import PetprobeError
-from stages.heads import HEAD_FILES, load_head
-from stages.images import inspect_image
+from petprobe.artefacts import Artefacts
+from petprobe.data.images import inspect_image
+from petprobe.device import resolve_device, resolve_precision
+from petprobe.embedding.embed import embed_images, embedding_backbone
+from petprobe.errors import PetprobeError
+from petprobe.heads.trained import HEADS, load_head
 
 __all__ = ["Prediction", "Predictor", "image_files"]
 
@@ -72,20 +73,18 @@ class Predictor:
 
     @classmethod
     def for_dataset(cls, ds: str, model: str = "head", *, root: str | Path = ".") -> "Predictor":
-        root = Path(root)
-        meta_path = root / "data" / "embeddings" / ds / "meta.json"
-        if not meta_path.is_file():
-            trained = sorted(p.name for p in (root / "data" / "models").glob("*") if p.is_dir())
-            raise PetprobeError(f"no trained pipeline for dataset '{ds}' ({meta_path} is missing); run `dvc repro` "
-                                f"first (trained: {', '.join(trained) or 'none'})")
-        backbone, meta = embedding_backbone(meta_path.parent)
-        if model not in HEAD_FILES:
-            raise PetprobeError(f"unknown model '{model}' (valid: {', '.join(sorted(HEAD_FILES))})")
-        head = load_head(root / "data" / "models" / ds, model)
-        n_features = head.n_features_in_ if hasattr(head, "n_features_in_") else head.coef_.shape[1]
-        if n_features != backbone.dim:
-            raise PetprobeError(f"the {model} of {ds} expects {n_features}-d embeddings, {backbone.name} gives "
-                                f"{backbone.dim}; rerun the pipeline (dvc repro)")
+        artefacts = Artefacts(ds, Path(root))
+        if not artefacts.embeddings_meta.is_file():
+            trained = Artefacts.trained(Path(root))
+            raise PetprobeError(f"no trained pipeline for dataset '{ds}' ({artefacts.embeddings_meta} is missing); run "
+                                f"`dvc repro` first (trained: {', '.join(trained) or 'none'})")
+        backbone, meta = embedding_backbone(artefacts)
+        if model not in HEADS:
+            raise PetprobeError(f"unknown model '{model}' (valid: {', '.join(sorted(HEADS))})")
+        head = load_head(artefacts, model)
+        if head.n_features_in_ != backbone.dim:
+            raise PetprobeError(f"the {model} of {ds} expects {head.n_features_in_}-d embeddings, {backbone.name} "
+                                f"gives {backbone.dim}; rerun the pipeline (dvc repro)")
         return cls(backbone, head, precision_name=meta.get("precision", "auto"))
 
     def predict(self, paths, *, top_k: int = 3) -> list[Prediction]:

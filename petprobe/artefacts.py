@@ -1,0 +1,253 @@
+"""Every file a dataset's run puts on disk: where it lives, and how it is read, written and checked.
+
+This module is the one owner of the layout (paths relative to the repository root)::
+
+    data/downloads/                       official archives and partial downloads (kept for resume)
+    data/raw/<ds>/ + SOURCE.json          the dataset in its official layout, and where it came from
+    data/prepared/<ds>/manifest.csv       path,label,split of every usable image
+                      classes.json        class names in the dataset's order
+                      rejected.csv        path,reason of every unusable file
+    data/embeddings/<ds>/<split>.npy      float32 (N, dim), rows in manifest order
+                        meta.json         backbone, weights sha256, preprocessing, precision, image lists
+    data/models/<ds>/logreg.npz, head.pt + head.json
+    data/render/<ds>/*.png
+    metrics/<ds>.json                     headline numbers (dvc metrics)
+    metrics/<ds>/...                      per-stage tables, curves and figures (dvc plots)
+
+Stages, ``petprobe predict`` and the benchmark go through ``Artefacts(ds)``; nothing else spells
+a path. Readers check what they read and fail with one line that says which stage to rerun. The
+model files' formats belong to their heads (``petprobe.heads``); this module only places them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from petprobe.errors import PetprobeError, one_line
+from petprobe.outputs import atomic_dir, write_csv, write_json
+
+__all__ = ["Artefacts", "SPLITS", "SOURCE_RECORD", "DOWNLOADS", "image_list_sha256"]
+
+SPLITS = ("train", "val", "test")
+# download's record of where the raw files came from, written beside them: not a dataset file.
+SOURCE_RECORD = "SOURCE.json"
+DOWNLOADS = Path("data/downloads")
+_MODEL_FILES = {"logreg": "logreg.npz", "head": "head.pt"}
+
+
+def image_list_sha256(paths, labels) -> str:
+    """Hash of the ordered (path, label) list: identifies exactly which rows an array holds."""
+    digest = hashlib.sha256()
+    for path, label in zip(paths, labels):
+        digest.update(f"{path}\t{label}\n".encode())
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class Artefacts:
+    """The artefacts of dataset ``ds`` in the repository at ``root``."""
+
+    ds: str
+    root: Path = Path(".")
+
+    # --- where ---------------------------------------------------------------------------------
+
+    @property
+    def raw(self) -> Path:
+        return self.root / "data" / "raw" / self.ds
+
+    @property
+    def downloads(self) -> Path:
+        return self.root / DOWNLOADS
+
+    @property
+    def prepared(self) -> Path:
+        return self.root / "data" / "prepared" / self.ds
+
+    @property
+    def manifest_csv(self) -> Path:
+        return self.prepared / "manifest.csv"
+
+    @property
+    def classes_json(self) -> Path:
+        return self.prepared / "classes.json"
+
+    @property
+    def rejected_csv(self) -> Path:
+        return self.prepared / "rejected.csv"
+
+    @property
+    def embeddings(self) -> Path:
+        return self.root / "data" / "embeddings" / self.ds
+
+    @property
+    def embeddings_meta(self) -> Path:
+        return self.embeddings / "meta.json"
+
+    @property
+    def models(self) -> Path:
+        return self.root / "data" / "models" / self.ds
+
+    def model(self, name: str) -> Path:
+        """The file of trained head ``name`` (``logreg`` or ``head``)."""
+        if name not in _MODEL_FILES:
+            raise PetprobeError(f"unknown model '{name}' (valid: {', '.join(sorted(_MODEL_FILES))})")
+        return self.models / _MODEL_FILES[name]
+
+    @property
+    def render(self) -> Path:
+        return self.root / "data" / "render" / self.ds
+
+    @property
+    def summary_json(self) -> Path:
+        """The headline numbers of the dataset (``dvc metrics show``)."""
+        return self.root / "metrics" / f"{self.ds}.json"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics" / self.ds
+
+    @property
+    def logreg_search(self) -> Path:
+        return self.metrics / "logreg_search.json"
+
+    @property
+    def train_head_log(self) -> Path:
+        return self.metrics / "train_head"
+
+    def comparison(self, name: str) -> Path:
+        """What an optional comparison stage (``finetune``, ``scratch``) wrote."""
+        return self.metrics / f"{name}.json"
+
+    def head_report(self, name: str) -> Path:
+        """Folder of one head's evaluation tables and figures."""
+        return self.metrics / name
+
+    @property
+    def samples_png(self) -> Path:
+        return self.metrics / "samples.png"
+
+    @property
+    def render_report(self) -> Path:
+        return self.metrics / "render.json"
+
+    @property
+    def render_eps(self) -> Path:
+        return self.metrics / "render_eps.json"
+
+    @staticmethod
+    def trained(root: Path = Path(".")) -> list[str]:
+        """Datasets with a models folder under ``root``."""
+        return sorted(p.name for p in (root / "data" / "models").glob("*") if p.is_dir())
+
+    # --- raw -----------------------------------------------------------------------------------
+
+    def require_raw(self) -> Path:
+        if not self.raw.is_dir():
+            raise PetprobeError(f"{self.raw} does not exist; run the download stage first (dvc repro download@{self.ds})")
+        return self.raw
+
+    @staticmethod
+    def write_source_record(raw_dir: Path, record: dict) -> None:
+        write_json(raw_dir / SOURCE_RECORD, record)
+
+    # --- prepared ------------------------------------------------------------------------------
+
+    def write_prepared(self, manifest: pd.DataFrame, classes: list[str], rejected: list[dict]) -> None:
+        """manifest.csv, classes.json and rejected.csv, published together."""
+        with atomic_dir(self.prepared) as tmp:
+            write_csv(tmp / self.manifest_csv.name, manifest)
+            write_json(tmp / self.classes_json.name, classes)
+            write_csv(tmp / self.rejected_csv.name, pd.DataFrame(rejected, columns=["path", "reason"]))
+
+    def read_manifest(self) -> tuple[pd.DataFrame, list[str]]:
+        """(manifest with columns path, label, split; class names)."""
+        for path in (self.manifest_csv, self.classes_json):
+            if not path.is_file():
+                raise PetprobeError(f"{path} is missing; run the prepare stage first")
+        manifest = pd.read_csv(self.manifest_csv, dtype=str, keep_default_na=False)
+        classes = json.loads(self.classes_json.read_text())
+        return manifest, classes
+
+    def read_rejected(self) -> pd.DataFrame:
+        return pd.read_csv(self.rejected_csv)
+
+    # --- embeddings ----------------------------------------------------------------------------
+
+    def split_npy(self, split: str, folder: Path | None = None) -> Path:
+        """``<split>.npy`` in the embeddings folder (or in ``folder``, the one being written)."""
+        return (folder or self.embeddings) / f"{split}.npy"
+
+    @staticmethod
+    def write_embeddings_meta(folder: Path, meta: dict) -> None:
+        write_json(folder / "meta.json", meta)
+
+    def read_embeddings_meta(self) -> dict:
+        """meta.json of the embeddings, checked to name a backbone, its weights and preprocessing."""
+        rerun = "rerun the embed stage (dvc repro)"
+        try:
+            meta = json.loads(self.embeddings_meta.read_text())
+        except OSError:
+            raise PetprobeError(f"{self.embeddings_meta} is missing; run the embed stage") from None
+        except ValueError as err:
+            raise PetprobeError(f"{self.embeddings_meta} is not valid JSON ({one_line(err)}); {rerun}") from None
+        try:
+            valid = (isinstance(meta["backbone"], str) and isinstance(meta["weights"]["sha256"], str)
+                     and isinstance(meta["preprocessing"], dict))
+        except (KeyError, TypeError):
+            valid = False
+        if not valid:
+            raise PetprobeError(f"{self.embeddings_meta} does not name the backbone, weights and preprocessing; "
+                                f"{rerun}")
+        return meta
+
+    def read_split(self, manifest: pd.DataFrame, split: str) -> np.ndarray:
+        """The embeddings of one split, verified against the manifest rows they claim to hold."""
+        meta_path, npy = self.embeddings_meta, self.split_npy(split)
+        rerun = "rerun the embed stage (dvc repro)"
+        try:
+            meta = json.loads(meta_path.read_text())
+        except OSError:
+            raise PetprobeError(f"{meta_path} is missing; run the embed stage") from None
+        except ValueError as err:
+            raise PetprobeError(f"{meta_path} is not valid JSON ({one_line(err)}); {rerun}") from None
+        try:
+            expected, dim = meta["splits"][split], int(meta["dim"])
+            listed, n = str(expected["image_list_sha256"]), int(expected["n"])
+        except (KeyError, TypeError, ValueError):
+            raise PetprobeError(f"{meta_path} does not describe split '{split}' (dim, n, image_list_sha256); "
+                                f"{rerun}") from None
+        rows = manifest[manifest.split == split]
+        if image_list_sha256(rows.path, rows.label) != listed or n != len(rows):
+            raise PetprobeError(f"{npy} was computed for another image list than the manifest; {rerun}")
+        try:
+            array = np.load(npy, allow_pickle=False)
+        except (OSError, ValueError, EOFError) as err:  # EOFError: a file cut inside its header
+            raise PetprobeError(f"{npy} is unreadable or truncated ({one_line(err)}); {rerun}") from None
+        if not isinstance(array, np.ndarray) or array.shape != (len(rows), dim) or array.dtype != np.float32:
+            raise PetprobeError(f"{npy} has shape {getattr(array, 'shape', '?')} {getattr(array, 'dtype', '')}, "
+                                f"expected ({len(rows)}, {dim}) float32; {rerun}")
+        return array
+
+    def read_training_data(self, manifest: pd.DataFrame) -> tuple[dict, dict]:
+        """Embeddings and labels of the train and val splits: ``({split: X}, {split: y})``."""
+        X = {split: self.read_split(manifest, split) for split in ("train", "val")}
+        y = {split: manifest.label[manifest.split == split].to_numpy() for split in ("train", "val")}
+        return X, y
+
+    # --- metrics -------------------------------------------------------------------------------
+
+    def read_comparison(self, name: str) -> dict | None:
+        """The test metrics a comparison stage wrote, or None when it is switched off."""
+        path = self.comparison(name)
+        try:
+            result = json.loads(path.read_text())
+        except (OSError, ValueError):
+            raise PetprobeError(f"{path} is missing or unreadable; run its stage first (dvc repro)") from None
+        return result["test"] if result.get("enabled") else None

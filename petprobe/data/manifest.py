@@ -1,0 +1,60 @@
+"""From a raw dataset to a manifest: every file checked, unusable ones listed with a reason, the rest split.
+
+``check_candidates`` fully decodes every candidate image (``data.images.inspect_image``) and
+keeps the reason for each file it rejects; ``build_manifest`` caps and splits the usable ones
+(``data.datasets``) into the rows of manifest.csv.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+from tqdm import tqdm
+
+from petprobe.data.datasets import assign_splits, cap_per_class
+from petprobe.data.images import inspect_image
+
+__all__ = ["check_candidates", "build_manifest"]
+
+
+def check_candidates(raw: Path, candidates) -> tuple[list, list[dict]]:
+    """Split candidates into usable ones and rejected rows ``{path, reason}``.
+
+    The image check runs first, so a broken file is reported as broken even when the layout
+    would also have excluded it.
+    """
+    usable, rejected = [], []
+    for cand in tqdm(candidates, desc="check images", unit="img"):
+        path = raw / cand.path
+        reason = inspect_image(path) if path.exists() or path.is_symlink() else "file missing"
+        reason = reason or cand.problem or _name_problem(cand.path)
+        if reason:
+            rejected.append({"path": _printable(path.as_posix()), "reason": reason})
+        else:
+            usable.append(cand)
+    return usable, rejected
+
+
+def _name_problem(name: str) -> str | None:
+    # A file name in a legacy encoding (e.g. Latin-1 from an old zip) cannot go into the UTF-8 CSVs.
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return "file name is not valid UTF-8; rename the file"
+    return None
+
+
+def _printable(name: str) -> str:
+    """The name with undecodable bytes shown as \\xNN, so rejected.csv can always list it."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def build_manifest(raw: Path, usable, *, val_fraction, test_fraction, seed, max_per_class) -> pd.DataFrame:
+    paths = [(raw / c.path).as_posix() for c in usable]
+    labels = [c.label for c in usable]
+    official = [c.official_split for c in usable]
+    keep = cap_per_class(paths, labels, [o or "all" for o in official], max_per_class, seed)
+    paths, labels, official = ([v for v, k in zip(col, keep) if k] for col in (paths, labels, official))
+    splits = assign_splits(paths, labels, official, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
+    return pd.DataFrame({"path": paths, "label": labels, "split": splits})

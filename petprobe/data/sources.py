@@ -1,0 +1,62 @@
+"""Where a dataset's raw files come from: the official archives, a local mirror, or the user's own folder.
+
+``choose_source`` resolves ``data.source`` for one dataset (checked before anything is written);
+``populate`` fills an empty folder with the dataset in its official layout and returns what
+SOURCE.json records: where the files came from, the archives' checksums, and a digest of the tree.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from petprobe.artefacts import DOWNLOADS
+from petprobe.checksums import tree_digest
+from petprobe.data.archives import copy_tree, extract, fetch
+from petprobe.data.datasets import DatasetSpec
+from petprobe.errors import PetprobeError
+
+__all__ = ["choose_source", "populate"]
+
+
+def choose_source(spec: DatasetSpec, source: str, mirror: Path) -> str:
+    """'mirror' or 'official' for this dataset, or a clear error."""
+    if spec.local_path is not None:
+        if not Path(spec.local_path).expanduser().is_dir():  # checked before anything is written
+            raise PetprobeError(f"imagefolders.{spec.name}: {spec.local_path} is not a folder")
+        return "folder"
+    has_mirror = (mirror / spec.mirror_dir).is_dir()
+    if source == "mirror" and not has_mirror:
+        raise PetprobeError(f"data.source is 'mirror' but {mirror / spec.mirror_dir} does not exist "
+                            f"(data.mirror must hold '{spec.mirror_dir}/' laid out like the extracted archives)")
+    if source == "auto":
+        return "mirror" if has_mirror else "official"
+    return source
+
+
+def populate(spec: DatasetSpec, source: str, mirror: Path, target: Path, downloads: Path = DOWNLOADS) -> dict:
+    """Fill the empty folder ``target`` with the raw dataset; return SOURCE.json's fields.
+
+    Archives (and partial downloads, for resume) are kept in ``downloads``, outside ``target``.
+    """
+    record: dict = {"dataset": spec.name, "title": spec.title, "source": source}
+    if source == "folder":
+        folder = Path(spec.local_path).expanduser()
+        if not folder.is_dir():
+            raise PetprobeError(f"imagefolders.{spec.name}: {folder} is not a folder")
+        record["location"] = spec.local_path
+        copy_tree(folder, target)
+    elif source == "mirror":
+        record["location"] = str(mirror / spec.mirror_dir)
+        copy_tree(mirror / spec.mirror_dir, target / spec.raw_subdir)
+    else:
+        record["archives"] = []
+        for archive in spec.archives:
+            got = fetch(archive.url, downloads / archive.filename, md5=archive.md5)
+            extract(got.path, target)
+            record["archives"].append({"url": archive.url, "file": archive.filename, "bytes": got.bytes,
+                                       "md5": got.md5, "md5_published": archive.md5, "sha256": got.sha256})
+    files, size, digest = tree_digest(target)
+    if files == 0:
+        raise PetprobeError(f"{spec.name}: the {source} source gave no files")
+    record.update(files=files, bytes=size, tree_sha256=digest)
+    return record

@@ -1,0 +1,59 @@
+"""Targeted attacks on a dataset, pair by pair: which test images, which goal, what is reported.
+
+For each ``[source, target]`` pair, the first test images of ``source`` that the model classifies
+right are attacked toward ``target`` by every attack of the suite, judged by the model and (when
+it knows both classes) by the transfer model, and drawn as one sheet.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import torch
+import torch.nn as nn
+
+from petprobe.heads.training import predict_proba
+from petprobe.probing.attacks import PGD, Attack, Assessment, pooled_summary, run_attacks
+from petprobe.probing.classifier import correctly_classified
+from petprobe.probing.sheets import attack_sheet
+
+__all__ = ["attack_pairs", "success_by_eps"]
+
+
+def attack_pairs(model: nn.Module, attacks: dict[str, Attack], manifest, classes: list[str], pairs, *,
+                 transforms, n_images: int, batch_size: int, grid_images: int,
+                 transfer: nn.Module | None = None, transfer_classes: list[str] = (),
+                 where: str = "render") -> tuple[dict, dict[str, list[Assessment]], dict]:
+    """Run ``attacks`` on every pair; return (report rows by pair, assessments by attack, sheets by pair)."""
+    report, sheets, pooled = {}, {}, {name: [] for name in attacks}
+    for source, target in pairs:
+        test = manifest[(manifest.split == "test") & (manifest.label == source)].path.tolist()
+        _, images = correctly_classified(model, test, classes.index(source), n_images, transforms, batch_size)
+        if not len(images):
+            print(f"{where}: no test image of {source} is classified right; {source}->{target} skipped",
+                  file=sys.stderr)
+            continue
+        goal = torch.full((len(images),), classes.index(target))
+        known = target in transfer_classes and source in transfer_classes
+        goal_t = torch.full_like(goal, transfer_classes.index(target)) if known else None
+        adversarial, results = run_attacks(attacks, images, goal, transfer=transfer if goal_t is not None else None,
+                                           transfer_targets=goal_t, batch_size=batch_size,
+                                           desc=f"{source}->{target} ({len(images)} images)")
+        row = report[f"{source}_to_{target}"] = {"n_images": len(images)}
+        if goal_t is not None:  # how often the transfer model is right on the originals: its baseline
+            clean = predict_proba(transfer, images, batch_size=16).argmax(1) == transfer_classes.index(source)
+            row["transfer_clean_accuracy"] = round(float(clean.float().mean()), 6)
+        row.update({k: r.summary() for k, r in results.items()})
+        for name, result in results.items():
+            pooled[name].append(result)
+        n = grid_images
+        sheets[f"{source}_to_{target}"] = attack_sheet(
+            images[:n], {k: v[:n] for k, v in adversarial.items()}, predict_proba(model, images[:n], batch_size=16),
+            {k: predict_proba(model, v[:n], batch_size=16) for k, v in adversarial.items()}, classes, source, target)
+    return report, pooled, sheets
+
+
+def success_by_eps(attacks: dict[str, Attack], pooled: dict[str, list[Assessment]]) -> list[dict]:
+    """One row per PGD radius, pooled over every pair (the success-vs-eps plot)."""
+    return [{"eps_255": round(a.eps * 255, 4), **pooled_summary(pooled[name])}
+            for name, a in attacks.items() if isinstance(a, PGD) and pooled[name]]

@@ -1,0 +1,129 @@
+"""PNG figures that can be read offline: captioned thumbnail grids and training curves.
+
+Drawn on a ``matplotlib.figure.Figure`` (Agg canvas, no pyplot state) for evaluate and train_head,
+and written with ``save_figure``. Every function returns a figure; none reads params or writes
+outside ``save_figure``. (Render's pixel-exact tensor sheets are ``probing.sheets``.)
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+from PIL import Image, ImageOps
+
+from petprobe.data.images import load_rgb
+from petprobe.labels import class_index
+from petprobe.outputs import atomic_path
+
+__all__ = ["Tile", "image_grid", "misclassified_grid", "class_samples_grid", "training_curves", "save_figure"]
+
+DPI = 100
+
+
+@dataclass(frozen=True)
+class Tile:
+    """One image of a grid with its caption (and caption colour)."""
+
+    path: str
+    caption: str
+    color: str = "black"
+
+
+def _thumbnail(path: str, pixels: int) -> np.ndarray:
+    try:
+        image = load_rgb(path)
+    except OSError:
+        return np.full((pixels, pixels, 3), 200, np.uint8)  # a grey tile beats a failed report
+    # Square centre crops line up in a grid; the subject of a pet photo is nearly always central.
+    return np.asarray(ImageOps.fit(image, (pixels, pixels), Image.Resampling.BICUBIC))
+
+
+def _short(name: str, width: int = 18) -> str:
+    return name if len(name) <= width else name[: width - 1] + "…"
+
+
+def image_grid(tiles: list[Tile], *, title: str, columns: int = 8, tile_inches: float = 1.0,
+               caption_lines: int = 1, empty_note: str = "nothing to show") -> Figure:
+    """A grid of square thumbnails, row by row, each with its caption above it."""
+    columns = max(1, min(columns, len(tiles)))
+    rows = max(1, math.ceil(len(tiles) / columns))
+    gap, caption, header = 0.08, 0.05 + 0.12 * caption_lines, 0.35  # inches
+    width = columns * (tile_inches + gap) + gap
+    height = header + rows * (tile_inches + caption + gap)
+    fig = Figure(figsize=(max(width, 3.0), height), dpi=DPI)
+    fig.text(0.5, 1 - 0.2 / height, title, ha="center", va="center", fontsize=9)
+    if not tiles:
+        fig.text(0.5, 0.4, empty_note, ha="center", va="center", fontsize=9)
+        return fig
+    pixels = round(tile_inches * DPI)
+    W, H = fig.get_figwidth(), height
+    for i, tile in enumerate(tiles):
+        row, col = divmod(i, columns)
+        left = gap + col * (tile_inches + gap) + (W - width) / 2
+        top = header + row * (tile_inches + caption + gap) + caption
+        ax = fig.add_axes((left / W, 1 - (top + tile_inches) / H, tile_inches / W, tile_inches / H))
+        ax.imshow(_thumbnail(tile.path, pixels), interpolation="none")
+        ax.set_title(tile.caption, fontsize=6.5, color=tile.color, pad=2, linespacing=1.1)
+        ax.set_axis_off()
+    return fig
+
+
+def misclassified_grid(paths, actual, proba: np.ndarray, classes: list[str], *, limit: int, title: str) -> Figure:
+    """The ``limit`` most confident mistakes: true label, predicted label and both probabilities."""
+    classes = list(classes)
+    actual = np.asarray(actual)
+    truth = class_index(actual, classes)
+    pred = proba.argmax(axis=1)
+    wrong = np.flatnonzero(pred != truth)
+    # Most confident mistakes first: the ones a user should look at.
+    wrong = wrong[np.argsort(-proba[wrong, pred[wrong]], kind="stable")][:limit]
+    tiles = [Tile(paths[i], f"true {_short(actual[i])} ({proba[i, truth[i]]:.2f})\n"
+                            f"pred {_short(classes[pred[i]])} ({proba[i, pred[i]]:.2f})", "firebrick")
+             for i in wrong]
+    return image_grid(tiles, title=title, columns=4, tile_inches=1.5, caption_lines=2,
+                      empty_note="no misclassified test images")
+
+
+def class_samples_grid(paths, labels, classes: list[str], *, per_class: int, title: str) -> Figure:
+    """The first ``per_class`` images of every class (in manifest order), grouped by class."""
+    labels = np.asarray(labels)
+    tiles = []
+    for name in classes:
+        for i in np.flatnonzero(labels == name)[:per_class]:
+            tiles.append(Tile(paths[i], _short(name, 16)))
+    # Small tiles: this grid holds every class, and the PNG is tracked in git.
+    return image_grid(tiles, title=title, columns=per_class if per_class > 1 else 8, tile_inches=0.8)
+
+
+def training_curves(history: list[dict], *, best_epoch: int, title: str) -> Figure:
+    """Loss and accuracy per epoch, train vs validation, with the kept epoch marked."""
+    fig = Figure(figsize=(9, 3.4), dpi=90)
+    fig.suptitle(title, fontsize=10)
+    epochs = [r["epoch"] for r in history]
+    for k, metric in enumerate(("loss", "accuracy")):
+        ax = fig.add_subplot(1, 2, k + 1)
+        for split in ("train", "val"):
+            values = [r.get(f"{split}_{metric}") for r in history]
+            if any(v is not None for v in values):
+                ax.plot(epochs, values, label=split)
+        ax.axvline(best_epoch, color="grey", linestyle=":", label=f"best epoch {best_epoch}")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(metric)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def save_figure(fig: Figure, path: str | Path) -> None:
+    """Write ``fig`` as an RGB PNG, atomically; no timestamp or version in it, so reruns are identical."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    image = Image.open(buffer).convert("RGB")  # the alpha channel of Agg's RGBA only adds bytes
+    with atomic_path(path) as tmp:
+        image.save(tmp, format="PNG", optimize=True)
