@@ -21,7 +21,6 @@ model files' formats belong to their heads (``petprobe.heads``); this module onl
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,24 +28,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from petprobe.checksums import image_list_sha256
 from petprobe.errors import PetprobeError, one_line
 from petprobe.outputs import atomic_dir, write_csv, write_json
 
-__all__ = ["Artefacts", "SPLITS", "SOURCE_RECORD", "DOWNLOADS", "image_list_sha256"]
+__all__ = ["Artefacts", "SPLITS", "SOURCE_RECORD", "DOWNLOADS"]
 
 SPLITS = ("train", "val", "test")
 # download's record of where the raw files came from, written beside them: not a dataset file.
 SOURCE_RECORD = "SOURCE.json"
 DOWNLOADS = Path("data/downloads")
 _MODEL_FILES = {"logreg": "logreg.npz", "head": "head.pt"}
-
-
-def image_list_sha256(paths, labels) -> str:
-    """Hash of the ordered (path, label) list: identifies exactly which rows an array holds."""
-    digest = hashlib.sha256()
-    for path, label in zip(paths, labels):
-        digest.update(f"{path}\t{label}\n".encode())
-    return digest.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -235,11 +227,13 @@ class Artefacts:
                                 f"expected ({len(rows)}, {dim}) float32; {rerun}")
         return array
 
-    def read_training_data(self, manifest: pd.DataFrame) -> tuple[dict, dict]:
-        """Embeddings and labels of the train and val splits: ``({split: X}, {split: y})``."""
+    def read_training_data(self) -> tuple[dict, dict, list[str]]:
+        """Embeddings and labels of the train and val splits, and the class names:
+        ``({split: X}, {split: y}, classes)``."""
+        manifest, classes = self.read_manifest()
         X = {split: self.read_split(manifest, split) for split in ("train", "val")}
         y = {split: manifest.label[manifest.split == split].to_numpy() for split in ("train", "val")}
-        return X, y
+        return X, y, classes
 
     # --- metrics -------------------------------------------------------------------------------
 

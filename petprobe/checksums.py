@@ -12,7 +12,7 @@ import hashlib
 import os
 from pathlib import Path
 
-__all__ = ["CHUNK", "sha256_bytes", "file_sha256", "file_digests", "tree_digest"]
+__all__ = ["CHUNK", "sha256_bytes", "file_sha256", "file_digests", "tree_digest", "image_list_sha256"]
 
 CHUNK = 1 << 20
 
@@ -58,3 +58,11 @@ def tree_digest(root: str | Path) -> tuple[int, int, str]:
         digest.update(hashlib.sha256(data).digest())
         files, size = files + 1, size + len(data)
     return files, size, digest.hexdigest()
+
+
+def image_list_sha256(paths, labels) -> str:
+    """Hash of the ordered (path, label) list: identifies exactly which rows an array holds."""
+    digest = hashlib.sha256()
+    for path, label in zip(paths, labels):
+        digest.update(f"{path}\t{label}\n".encode())
+    return digest.hexdigest()

@@ -271,8 +271,11 @@ def _check_render(render: RenderParams, backbones: list[str]) -> None:
                             f"(valid: {_choices_line(valid)})")
 
 
-def load_params(path: str | Path = "params.yaml") -> Params:
-    """Read and validate params.yaml (by default the one in the current directory, the repo root)."""
+def load_params(path: str | Path = "params.yaml", *, dataset: str | None = None) -> Params:
+    """Read and validate params.yaml (by default the one in the current directory, the repo root).
+
+    ``dataset``: a stage's dataset argument, which must be one of ``datasets``.
+    """
     path = Path(path)
     try:
         text = path.read_text()
@@ -282,4 +285,7 @@ def load_params(path: str | Path = "params.yaml") -> Params:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as err:
         raise PetprobeError(f"{path} is not valid YAML: {one_line(err)}") from None
-    return parse_params(raw or {})
+    params = parse_params(raw or {})
+    if dataset is not None:
+        params.check_dataset(dataset)
+    return params

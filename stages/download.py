@@ -19,8 +19,7 @@ from petprobe.params import load_params
 
 
 def main(ds: str) -> None:
-    params = load_params()
-    params.check_dataset(ds)
+    params = load_params(dataset=ds)
     artefacts = Artefacts(ds)
     spec = get_dataset(ds, params.imagefolders)
     # A relative mirror resolves against the repo root (stages run there) and is recorded as written.

@@ -13,8 +13,9 @@ import time
 
 import torch
 
-from petprobe.artefacts import SPLITS, Artefacts, image_list_sha256
+from petprobe.artefacts import SPLITS, Artefacts
 from petprobe.backbones import get_backbone
+from petprobe.checksums import image_list_sha256
 from petprobe.device import resolve_batch_size, resolve_device, resolve_precision
 from petprobe.embedding.distributed import distributed_run
 from petprobe.embedding.embed import embed_images
@@ -23,8 +24,7 @@ from petprobe.params import load_params
 
 
 def main(ds: str) -> None:
-    params = load_params()
-    params.check_dataset(ds)
+    params = load_params(dataset=ds)
     cfg = params.embed
     artefacts = Artefacts(ds)
     backbone = get_backbone(params.backbone)

@@ -24,8 +24,7 @@ COMPARISONS = ("finetune", "scratch")
 
 
 def main(ds: str) -> None:
-    params = load_params()
-    params.check_dataset(ds)
+    params = load_params(dataset=ds)
     grid_images = params.evaluate.grid_images
     artefacts = Artefacts(ds)
     manifest, classes = artefacts.read_manifest()

@@ -28,8 +28,7 @@ from petprobe.params import load_params
 
 
 def main(ds: str) -> None:
-    params = load_params()
-    params.check_dataset(ds)
+    params = load_params(dataset=ds)
     cfg, embed, artefacts = params.finetune, params.embed, Artefacts(ds)
     if not cfg.enabled:
         write_json(artefacts.comparison("finetune"), {"enabled": False})

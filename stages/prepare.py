@@ -18,8 +18,7 @@ from petprobe.params import load_params
 
 
 def main(ds: str) -> None:
-    params = load_params()
-    params.check_dataset(ds)
+    params = load_params(dataset=ds)
     data = params.data
     artefacts = Artefacts(ds)
     spec = get_dataset(ds, params.imagefolders)

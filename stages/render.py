@@ -30,8 +30,7 @@ from petprobe.probing.visualise import color_sqrt, ideal_images_of
 
 
 def main(ds: str) -> None:
-    params = load_params()
-    params.check_dataset(ds)
+    params = load_params(dataset=ds)
     cfg, logreg, started, device = params.render, params.logreg, time.perf_counter(), resolve_device()
     artefacts = Artefacts(ds)
     manifest, _ = artefacts.read_manifest()

@@ -25,8 +25,7 @@ from petprobe.params import load_params
 
 
 def main(ds: str) -> None:
-    params = load_params()
-    params.check_dataset(ds)
+    params = load_params(dataset=ds)
     cfg, artefacts = params.scratch, Artefacts(ds)
     if not cfg.enabled:
         write_json(artefacts.comparison("scratch"), {"enabled": False})

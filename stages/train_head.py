@@ -20,12 +20,9 @@ from petprobe.reporting.curves import write_curves
 
 
 def main(ds: str) -> None:
-    params = load_params()
-    params.check_dataset(ds)
-    cfg = params.head
-    artefacts = Artefacts(ds)
-    manifest, classes = artefacts.read_manifest()
-    X, y = artefacts.read_training_data(manifest)
+    params = load_params(dataset=ds)
+    cfg, artefacts = params.head, Artefacts(ds)
+    X, y, classes = artefacts.read_training_data()
 
     head = TorchHead(hidden=cfg.hidden, dropout=cfg.dropout, lr=cfg.lr, weight_decay=cfg.weight_decay,
                      batch_size=cfg.batch_size, max_epochs=cfg.max_epochs, patience=cfg.patience,

@@ -18,12 +18,9 @@ from petprobe.params import load_params
 
 
 def main(ds: str) -> None:
-    params = load_params()
-    params.check_dataset(ds)
-    cfg = params.logreg
-    artefacts = Artefacts(ds)
-    manifest, classes = artefacts.read_manifest()
-    X, y = artefacts.read_training_data(manifest)
+    params = load_params(dataset=ds)
+    cfg, artefacts = params.logreg, Artefacts(ds)
+    X, y, classes = artefacts.read_training_data()
 
     head = LogRegHead(cs=tuple(c_grid(cfg.c_min, cfg.c_max, cfg.c_steps)), max_iter=cfg.max_iter)
     head.fit(X["train"], y["train"], X["val"], y["val"])

