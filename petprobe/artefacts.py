@@ -39,6 +39,7 @@ SPLITS = ("train", "val", "test")
 SOURCE_RECORD = "SOURCE.json"
 DOWNLOADS = Path("data/downloads")
 _MODEL_FILES = {"logreg": "logreg.npz", "head": "head.pt"}
+_RERUN_EMBED = "rerun the embed stage (dvc repro)"
 
 
 @dataclass(frozen=True)
@@ -182,13 +183,7 @@ class Artefacts:
 
     def read_embeddings_meta(self) -> dict:
         """meta.json of the embeddings, checked to name a backbone, its weights and preprocessing."""
-        rerun = "rerun the embed stage (dvc repro)"
-        try:
-            meta = json.loads(self.embeddings_meta.read_text())
-        except OSError:
-            raise PetprobeError(f"{self.embeddings_meta} is missing; run the embed stage") from None
-        except ValueError as err:
-            raise PetprobeError(f"{self.embeddings_meta} is not valid JSON ({one_line(err)}); {rerun}") from None
+        meta = self._embeddings_meta_json()
         try:
             valid = (isinstance(meta["backbone"], str) and isinstance(meta["weights"]["sha256"], str)
                      and isinstance(meta["preprocessing"], dict))
@@ -196,19 +191,22 @@ class Artefacts:
             valid = False
         if not valid:
             raise PetprobeError(f"{self.embeddings_meta} does not name the backbone, weights and preprocessing; "
-                                f"{rerun}")
+                                f"{_RERUN_EMBED}")
         return meta
+
+    def _embeddings_meta_json(self):
+        """meta.json parsed, unchecked (each reader checks the fields it needs)."""
+        try:
+            return json.loads(self.embeddings_meta.read_text())
+        except OSError:
+            raise PetprobeError(f"{self.embeddings_meta} is missing; run the embed stage") from None
+        except ValueError as err:
+            raise PetprobeError(f"{self.embeddings_meta} is not valid JSON ({one_line(err)}); {_RERUN_EMBED}") from None
 
     def read_split(self, manifest: pd.DataFrame, split: str) -> np.ndarray:
         """The embeddings of one split, verified against the manifest rows they claim to hold."""
-        meta_path, npy = self.embeddings_meta, self.split_npy(split)
-        rerun = "rerun the embed stage (dvc repro)"
-        try:
-            meta = json.loads(meta_path.read_text())
-        except OSError:
-            raise PetprobeError(f"{meta_path} is missing; run the embed stage") from None
-        except ValueError as err:
-            raise PetprobeError(f"{meta_path} is not valid JSON ({one_line(err)}); {rerun}") from None
+        meta_path, npy, rerun = self.embeddings_meta, self.split_npy(split), _RERUN_EMBED
+        meta = self._embeddings_meta_json()
         try:
             expected, dim = meta["splits"][split], int(meta["dim"])
             listed, n = str(expected["image_list_sha256"]), int(expected["n"])

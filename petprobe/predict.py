@@ -20,7 +20,7 @@ from petprobe.data.images import inspect_image
 from petprobe.device import resolve_device, resolve_precision
 from petprobe.embedding.embed import embed_images, embedding_backbone
 from petprobe.errors import PetprobeError
-from petprobe.heads.trained import HEADS, load_head
+from petprobe.heads.trained import load_head
 
 __all__ = ["Prediction", "Predictor", "image_files"]
 
@@ -79,8 +79,6 @@ class Predictor:
             raise PetprobeError(f"no trained pipeline for dataset '{ds}' ({artefacts.embeddings_meta} is missing); run "
                                 f"`dvc repro` first (trained: {', '.join(trained) or 'none'})")
         backbone, meta = embedding_backbone(artefacts)
-        if model not in HEADS:
-            raise PetprobeError(f"unknown model '{model}' (valid: {', '.join(sorted(HEADS))})")
         head = load_head(artefacts, model)
         if head.n_features_in_ != backbone.dim:
             raise PetprobeError(f"the {model} of {ds} expects {head.n_features_in_}-d embeddings, {backbone.name} "

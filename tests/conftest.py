@@ -48,6 +48,17 @@ def copy_repo(dest: Path) -> Path:
     return dest
 
 
+def image_folder_repo(root: Path, per_class: int, params: str) -> Path:
+    """A repo copy under ``root`` whose only dataset, ``tiny``, is a folder of real cat and dog photos.
+
+    ``params``: the rest of its params.yaml (YAML text), after the dataset lines.
+    """
+    photos = photo_folder(root / "photos", per_class=per_class)
+    repo = copy_repo(root / "repo")
+    (repo / "params.yaml").write_text(f"datasets: [tiny]\nimagefolders: {{tiny: '{photos}'}}\n{params}")
+    return repo
+
+
 @pytest.fixture(scope="session")
 def cat_dog_embeddings() -> dict:
     """Real efficientnet_lite0 embeddings (fp32) of 12 cat and 12 dog photos.

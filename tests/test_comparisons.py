@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from conftest import copy_repo, photo_folder
+from conftest import image_folder_repo
 
 
 def run(repo, *args):
@@ -23,16 +23,11 @@ def run(repo, *args):
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory):
-    root = tmp_path_factory.mktemp("comparisons")
-    photos = photo_folder(root / "photos", per_class=12)
-    repo = copy_repo(root / "repo")
-    (repo / "params.yaml").write_text(
-        f"datasets: [tiny]\nimagefolders: {{tiny: '{photos}'}}\n"
+    repo = image_folder_repo(tmp_path_factory.mktemp("comparisons"), per_class=12, params=(
         "embed: {batch_size: 8, num_workers: 0, precision: fp32}\n"
         "logreg: {c_steps: 3}\n"
         "finetune: {enabled: true, epochs: 2, batch_size: 4}\n"
-        "scratch: {enabled: true, epochs: 2, batch_size: 4, image_size: 32}\n"
-    )
+        "scratch: {enabled: true, epochs: 2, batch_size: 4, image_size: 32}\n"))
     for stage in ("download", "prepare", "embed", "train_logreg"):
         run(repo, f"stages.{stage}", "tiny")
     return repo

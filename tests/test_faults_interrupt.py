@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import copy_repo, photo_folder
+from conftest import image_folder_repo
 
 SPLITS = ("train", "val", "test")
 
@@ -44,13 +44,8 @@ def assert_identical(a: dict, b: dict) -> None:
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory):
     """A repo copy with a 20-photo image-folder dataset, prepared and embedded once (the reference)."""
-    root = tmp_path_factory.mktemp("interrupt")
-    photos = photo_folder(root / "photos", per_class=10)
-    repo = copy_repo(root / "repo")
-    (repo / "params.yaml").write_text(
-        f"datasets: [tiny]\nimagefolders: {{tiny: '{photos}'}}\n"
-        "embed: {batch_size: 2, num_workers: 1, precision: fp32}\n"
-    )
+    repo = image_folder_repo(tmp_path_factory.mktemp("interrupt"), per_class=10,
+                             params="embed: {batch_size: 2, num_workers: 1, precision: fp32}\n")
     run(repo, "stages.download", "tiny")
     run(repo, "stages.prepare", "tiny")
     run(repo, "stages.embed", "tiny")

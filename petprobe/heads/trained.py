@@ -17,9 +17,7 @@ HEADS = {"logreg": LogRegHead, "head": TorchHead}
 
 
 def load_head(artefacts: Artefacts, name: str):
-    """Load head ``name`` (``logreg`` or ``head``) of one dataset."""
-    if name not in HEADS:
-        raise PetprobeError(f"unknown head '{name}' (valid: {', '.join(sorted(HEADS))})")
+    """Load head ``name`` (``logreg`` or ``head``) of one dataset; ``Artefacts.model`` refuses other names."""
     path = artefacts.model(name)
     if not path.is_file():
         raise PetprobeError(f"{path} is missing; train the model first (dvc repro)")
