@@ -32,12 +32,15 @@ from petprobe.checksums import image_list_sha256
 from petprobe.errors import PetprobeError, one_line
 from petprobe.outputs import atomic_dir, write_csv, write_json
 
-__all__ = ["Artefacts", "SPLITS", "SOURCE_RECORD", "DOWNLOADS"]
+__all__ = ["Artefacts", "SPLITS", "SOURCE_RECORD", "DOWNLOADS", "DOWNLOAD_PINS"]
 
 SPLITS = ("train", "val", "test")
 # download's record of where the raw files came from, written beside them: not a dataset file.
 SOURCE_RECORD = "SOURCE.json"
 DOWNLOADS = Path("data/downloads")
+# In the downloads folder: size and sha256 of each archive that has no published checksum, as
+# first downloaded (trust on first use); a later download that differs is refused.
+DOWNLOAD_PINS = "pinned.json"
 _MODEL_FILES = {"logreg": "logreg.npz", "head": "head.pt"}
 _RERUN_EMBED = "rerun the embed stage (dvc repro)"
 

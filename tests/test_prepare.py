@@ -100,3 +100,34 @@ def test_catsdogs_lists_every_file_with_its_folder_label():
     assert classes == ["Cat", "Dog"]
     assert len(candidates) == 2008
     assert Counter(c.label for c in candidates) == {"Cat": 1004, "Dog": 1004}
+
+
+def test_variants_of_one_photo_stay_in_one_split_and_single_files_split_as_before(tmp_path):
+    # The real PetImages names (<n>.jpg) plus near-duplicates <n>_<k>.jpg, as benchmarks/scale.py
+    # writes them: a copy in train and another in val would let val loss fall with memorisation.
+    cat = tmp_path / "PetImages" / "Cat"
+    cat.mkdir(parents=True)
+    (tmp_path / "PetImages" / "Dog").mkdir()
+    real = sorted(PETIMAGES.glob("Cat/*.jpg"))[:60]
+    for i, path in enumerate(real):
+        shutil.copyfile(path, cat / path.name)
+        for k in range(1, 1 + i % 4):
+            shutil.copyfile(path, cat / f"{path.stem}_{k}.jpg")
+    candidates, _ = get_dataset("catsdogs").list_candidates(tmp_path)
+    paths, labels = [c.path for c in candidates], [c.label for c in candidates]
+    groups = [c.group for c in candidates]
+    splits = assign_splits(paths, labels, [None] * len(paths), val_fraction=0.2, test_fraction=0.2, seed=3,
+                           groups=groups)
+    by_photo: dict[str, set[str]] = {}
+    for path, split in zip(paths, splits):
+        by_photo.setdefault(Path(path).stem.split("_")[0], set()).add(split)
+    assert len(by_photo) == 60 and all(len(s) == 1 for s in by_photo.values())
+    assert {"train", "val", "test"} <= set(splits)
+    assert abs(Counter(splits)["test"] - 0.2 * len(paths)) <= 4  # whole groups: close to the fraction
+
+    # Without variants every file is its own group: exactly the per-file assignment.
+    singles = [c for c in candidates if "_" not in Path(c.path).stem]
+    args = ([c.path for c in singles], [c.label for c in singles], [None] * len(singles))
+    assert [c.group for c in singles] == [f"PetImages/Cat/{Path(c.path).stem}" for c in singles]
+    assert (assign_splits(*args, val_fraction=0.2, test_fraction=0.2, seed=3, groups=[c.group for c in singles])
+            == assign_splits(*args, val_fraction=0.2, test_fraction=0.2, seed=3))

@@ -5,6 +5,10 @@ HTTP Range request, verifies the published checksum (an md5, or a sha256 prefix 
 file names; sha256 is always recorded), and only then renames it to ``dest``: a dropped connection
 or a bad checksum never leaves a file under the final name.
 
+``fetch_archive`` tries an archive's URLs in order (the current host first, retired ones after)
+and holds the download to the archive's pins, recording them at the first download where nothing
+is published.
+
 ``extract`` checks every member of a tar or zip archive *before* writing anything: no absolute
 paths, no ``..``, no links or device files, and a bound on the unpacked size (zip bombs).
 Members are written by this code, not by the archive library, so nothing escapes the target, and
@@ -14,6 +18,7 @@ a damaged archive (truncated, bad CRC, sizes that lie) is an error that removes 
 from __future__ import annotations
 
 import http.client
+import json
 import os
 import shutil
 import stat
@@ -25,13 +30,19 @@ import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
+from petprobe.artefacts import DOWNLOAD_PINS
 from petprobe.checksums import CHUNK, file_digests
 from petprobe.errors import PetprobeError, one_line
+from petprobe.outputs import write_json
 
-__all__ = ["FetchResult", "fetch", "MIRROR_HINT", "extract", "copy_tree", "MAX_UNPACKED_BYTES"]
+if TYPE_CHECKING:
+    from petprobe.data.datasets import Archive
+
+__all__ = ["FetchResult", "fetch", "fetch_archive", "MIRROR_HINT", "extract", "copy_tree", "MAX_UNPACKED_BYTES"]
 
 # The largest reference archive unpacks to under 1 GB; 32 GiB leaves room for real datasets
 # while stopping an archive that claims (or inflates to) absurd sizes.
@@ -98,6 +109,58 @@ def fetch(url: str, dest: str | Path, *, md5: str | None = None, sha256_prefix: 
         raise PetprobeError(f"checksum mismatch for {url}: {problem}; the download was discarded")
     os.replace(part, dest)
     return FetchResult(dest, got_md5, got_sha, n, md5 is not None)
+
+
+def fetch_archive(archive: Archive, downloads: str | Path, **fetch_options) -> tuple[FetchResult, str]:
+    """Fetch ``archive`` into ``downloads`` from the first of its URLs that gives the right file.
+
+    Each URL is tried in order with ``fetch`` (so a partial file left by one host is resumed from
+    the next: the same file, checked against the same checksum). A download is accepted only if
+    it matches the published md5 and the pinned size and sha256. An archive with no md5 and no
+    sha256 pin is pinned at its first download: its size and sha256 go into
+    ``downloads/pinned.json`` and any later download that differs is refused (trust on first use).
+    Returns the result and the URL it came from.
+    """
+    downloads = Path(downloads)
+    pins_path = downloads / DOWNLOAD_PINS
+    pins = _read_pins(pins_path)
+    recorded = pins.get(archive.filename) if archive.md5 is None and archive.sha256 is None else None
+    sha256 = archive.sha256 or (recorded or {}).get("sha256")
+    size = archive.size if archive.size is not None else (recorded or {}).get("bytes")
+    failures = []
+    for url in archive.urls:
+        try:
+            got = fetch(url, downloads / archive.filename, md5=archive.md5, sha256_prefix=sha256, hint="",
+                        **fetch_options)
+        except PetprobeError as err:
+            failures.append(str(err).rstrip(". "))
+            continue
+        if size is not None and got.bytes != size:
+            got.path.unlink()
+            failures.append(f"{url} gave {got.bytes:,} bytes, not the pinned {size:,}; the download was discarded")
+            continue
+        if archive.md5 is None and sha256 is None:
+            pins[archive.filename] = {"bytes": got.bytes, "sha256": got.sha256, "url": url,
+                                      "recorded": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+            write_json(pins_path, pins)
+        return got, url
+    pinned = (f" (its sha256 was recorded at the first download in {pins_path}; delete that entry to accept a "
+              f"changed archive)" if recorded else "")
+    raise PetprobeError(f"could not get {archive.filename} from any of its {len(archive.urls)} URLs{pinned}: "
+                        + " | ".join(failures) + f". {MIRROR_HINT}")
+
+
+def _read_pins(path: Path) -> dict:
+    if not path.exists():
+        return {}
+    try:
+        pins = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise PetprobeError(f"{path} is unreadable ({one_line(err)}); it pins downloaded archives, "
+                            f"restore or delete it") from None
+    if not isinstance(pins, dict):
+        raise PetprobeError(f"{path} is not a JSON object; it pins downloaded archives, restore or delete it")
+    return pins
 
 
 def _checksum_problem(got_md5: str, got_sha256: str, md5: str | None, sha256_prefix: str | None) -> str | None:

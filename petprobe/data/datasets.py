@@ -14,9 +14,10 @@ params.yaml (``imagefolder_spec``).
 
 from __future__ import annotations
 
+import re
 import zlib
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Callable
 
 import numpy as np
@@ -32,16 +33,30 @@ __all__ = [
     "imagefolder_spec",
     "assign_splits",
     "cap_per_class",
+    "catsdogs_group",
 ]
 
 
 @dataclass(frozen=True)
 class Archive:
-    """One official download. ``md5`` is the publisher's checksum, where one is published."""
+    """One official download, tried at ``url`` and then at each of ``fallbacks`` (the same file).
+
+    ``md5`` is the publisher's checksum, where one is published; ``size`` and ``sha256`` are pins
+    from another maintained source (named where they are set). An archive with neither md5 nor
+    sha256 has its size and sha256 recorded at the first download and a differing one refused
+    (``data.archives.fetch_archive``).
+    """
 
     url: str
     filename: str
     md5: str | None = None
+    fallbacks: tuple[str, ...] = ()
+    size: int | None = None
+    sha256: str | None = None
+
+    @property
+    def urls(self) -> tuple[str, ...]:
+        return (self.url, *self.fallbacks)
 
 
 @dataclass(frozen=True)
@@ -52,6 +67,8 @@ class Candidate:
     label: str | None
     official_split: str | None = None
     problem: str | None = None  # set when the layout itself excludes the file (e.g. unlisted)
+    # Files with one group key land in one split (near-duplicates of one photo); None = the file alone.
+    group: str | None = None
 
 
 @dataclass(frozen=True)
@@ -101,7 +118,18 @@ def _pets_candidates(raw: Path) -> tuple[list[Candidate], list[str]]:
     return candidates, classes
 
 
-def _class_folder_candidates(root_rel: str):
+def catsdogs_group(name: str) -> str | None:
+    """PetImages names are ``<n>.jpg``; a near-duplicate kept as ``<n>_<k>.jpg`` belongs with ``<n>``.
+
+    The official archive holds only ``<n>.jpg`` (each its own group); the ``_<k>`` form is how
+    benchmarks/scale.py names its variants of one sample photo, and how a user can keep their own
+    augmented copies out of the other splits. Any other name is its own group.
+    """
+    match = re.fullmatch(r"(\d+)(?:_\d+)?\.[A-Za-z]+", PurePosixPath(name).name)
+    return f"{PurePosixPath(name).parent}/{match.group(1)}" if match else None
+
+
+def _class_folder_candidates(root_rel: str, group_of: Callable[[str], str | None] = lambda name: None):
     """Labels are the names of the class folders directly under ``raw/<root_rel>``."""
 
     def list_candidates(raw: Path) -> tuple[list[Candidate], list[str]]:
@@ -112,7 +140,8 @@ def _class_folder_candidates(root_rel: str):
         candidates = []
         for class_dir in class_dirs:
             for path in _files(class_dir):
-                candidates.append(Candidate(path.relative_to(raw).as_posix(), class_dir.name))
+                rel = path.relative_to(raw).as_posix()
+                candidates.append(Candidate(rel, class_dir.name, group=group_of(rel)))
         stray = [p for p in root.iterdir() if p.is_file() and not (p.parent == raw and p.name == SOURCE_RECORD)]
         candidates += [Candidate(p.relative_to(raw).as_posix(), None, None, "not inside a class folder") for p in stray]
         return candidates, [d.name for d in class_dirs]
@@ -126,12 +155,16 @@ BUILTIN_DATASETS: dict[str, DatasetSpec] = {
         DatasetSpec(
             name="pets",
             title="Oxford-IIIT Pet (37 breeds)",
-            # Checksums as published with torchvision's OxfordIIITPet dataset.
-            archives=(
-                Archive("https://www.robots.ox.ac.uk/~vgg/data/pets/data/images.tar.gz", "images.tar.gz",
-                        "5c4f3ee8e5d25df40f4fd59a7f44e54c"),
-                Archive("https://www.robots.ox.ac.uk/~vgg/data/pets/data/annotations.tar.gz", "annotations.tar.gz",
-                        "95a8c909bbe2e81eed6a22bccdf3f68f"),
+            # md5s as published with torchvision's OxfordIIITPet. The host: the VGG pages retired the
+            # www.robots.ox.ac.uk/~vgg/data/pets/data/ URLs (torchvision still lists them) for
+            # thor.robots.ox.ac.uk in 2023 (keras-io#1198/#1200: thor.../~vgg/data/pets/); keras-io's
+            # example now uses thor.../datasets/pets/. Tried in that order, newest first.
+            archives=tuple(
+                Archive(f"https://thor.robots.ox.ac.uk/datasets/pets/{name}", name, md5,
+                        fallbacks=(f"https://thor.robots.ox.ac.uk/~vgg/data/pets/{name}",
+                                   f"https://www.robots.ox.ac.uk/~vgg/data/pets/data/{name}"))
+                for name, md5 in (("images.tar.gz", "5c4f3ee8e5d25df40f4fd59a7f44e54c"),
+                                  ("annotations.tar.gz", "95a8c909bbe2e81eed6a22bccdf3f68f"))
             ),
             mirror_dir="oxford-iiit-pet",
             raw_subdir="",
@@ -141,14 +174,18 @@ BUILTIN_DATASETS: dict[str, DatasetSpec] = {
         DatasetSpec(
             name="catsdogs",
             title="Microsoft Cats vs Dogs (PetImages)",
-            # Microsoft publishes no checksum; SOURCE.json records the sha256 of what arrived.
+            # Microsoft publishes no checksum. TFDS pins size and sha256 only for the retired
+            # kagglecatsanddogs_3367a.zip (824,894,548 bytes; 404 since 2022, tensorflow/datasets#3918),
+            # not for this file. The size is pinned from public download logs of this URL (HTTP
+            # Content-Length 824,887,076, 2023 and 2024); the sha256 is recorded at the first download
+            # (data/downloads/pinned.json) and a later archive that differs is refused.
             archives=(
                 Archive("https://download.microsoft.com/download/3/E/1/3E1C3F21-ECDB-4869-8368-6DEBA77B919F/"
-                        "kagglecatsanddogs_5340.zip", "kagglecatsanddogs_5340.zip"),
+                        "kagglecatsanddogs_5340.zip", "kagglecatsanddogs_5340.zip", size=824_887_076),
             ),
             mirror_dir="PetImages",
             raw_subdir="PetImages",
-            list_candidates=_class_folder_candidates("PetImages"),
+            list_candidates=_class_folder_candidates("PetImages", catsdogs_group),
         ),
     )
 }
@@ -213,6 +250,7 @@ def assign_splits(
     val_fraction: float,
     test_fraction: float,
     seed: int,
+    groups: list[str | None] | None = None,
 ) -> list[str]:
     """Stratified, seeded train/val/test assignment.
 
@@ -220,8 +258,14 @@ def assign_splits(
     train and val. Items without one are divided into train/val/test. Within each class, the
     items are sorted by path and permuted by a per-class generator, so the result depends only on
     the seed and the file names, never on listing order.
+
+    ``groups`` (optional, one key or None per item) keeps items with one key together: the
+    groups, each ranked by its first path, are permuted instead of the items, and a group goes
+    whole to the split in which its first item's rank falls. With every item its own group this
+    is exactly the per-item assignment.
     """
     splits = [""] * len(paths)
+    groups = groups or [None] * len(paths)
     pools: dict[tuple[str, str], list[int]] = {}
     for i, (label, off) in enumerate(zip(labels, official)):
         if off == "test":
@@ -229,13 +273,20 @@ def assign_splits(
             continue
         pools.setdefault((off or "all", label), []).append(i)
     for (pool, label), idx in sorted(pools.items()):
-        idx = sorted(idx, key=lambda i: paths[i])
-        order = [idx[j] for j in _class_rng(seed, label).permutation(len(idx))]
-        n = len(order)
+        members: dict[str, list[int]] = {}
+        for i in sorted(idx, key=lambda i: paths[i]):
+            members.setdefault(groups[i] if groups[i] is not None else f"\0{paths[i]}", []).append(i)
+        blocks = list(members.values())  # in order of each group's first path
+        order = [blocks[j] for j in _class_rng(seed, label).permutation(len(blocks))]
+        n = len(idx)
         n_test = 0 if pool == "trainval" else _share(n, test_fraction)
         n_val = _share(n - n_test, val_fraction / (1.0 - (0.0 if pool == "trainval" else test_fraction)))
-        for rank, i in enumerate(order):
-            splits[i] = "test" if rank < n_test else "val" if rank < n_test + n_val else "train"
+        rank = 0
+        for block in order:
+            split = "test" if rank < n_test else "val" if rank < n_test + n_val else "train"
+            for i in block:
+                splits[i] = split
+            rank += len(block)
     return splits
 
 

@@ -54,7 +54,9 @@ def build_manifest(raw: Path, usable, *, val_fraction, test_fraction, seed, max_
     paths = [(raw / c.path).as_posix() for c in usable]
     labels = [c.label for c in usable]
     official = [c.official_split for c in usable]
+    groups = [c.group for c in usable]
     keep = cap_per_class(paths, labels, [o or "all" for o in official], max_per_class, seed)
-    paths, labels, official = ([v for v, k in zip(col, keep) if k] for col in (paths, labels, official))
-    splits = assign_splits(paths, labels, official, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
+    paths, labels, official, groups = ([v for v, k in zip(col, keep) if k] for col in (paths, labels, official, groups))
+    splits = assign_splits(paths, labels, official, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed,
+                           groups=groups)
     return pd.DataFrame({"path": paths, "label": labels, "split": splits})

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from petprobe.artefacts import DOWNLOADS
 from petprobe.checksums import tree_digest
-from petprobe.data.archives import copy_tree, extract, fetch
+from petprobe.data.archives import copy_tree, extract, fetch_archive
 from petprobe.data.datasets import DatasetSpec
 from petprobe.errors import PetprobeError
 
@@ -51,10 +51,11 @@ def populate(spec: DatasetSpec, source: str, mirror: Path, target: Path, downloa
     else:
         record["archives"] = []
         for archive in spec.archives:
-            got = fetch(archive.url, downloads / archive.filename, md5=archive.md5)
+            got, url = fetch_archive(archive, downloads)
             extract(got.path, target)
-            record["archives"].append({"url": archive.url, "file": archive.filename, "bytes": got.bytes,
-                                       "md5": got.md5, "md5_published": archive.md5, "sha256": got.sha256})
+            record["archives"].append({"url": url, "file": archive.filename, "bytes": got.bytes,
+                                       "md5": got.md5, "md5_published": archive.md5, "sha256": got.sha256,
+                                       "bytes_pinned": archive.size, "sha256_pinned": archive.sha256})
     files, size, digest = tree_digest(target)
     if files == 0:
         raise PetprobeError(f"{spec.name}: the {source} source gave no files")
