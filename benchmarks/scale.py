@@ -327,7 +327,15 @@ def run_size(label: str, mirror: Path, counts: dict[str, int], workdir: Path) ->
         t0 = time.perf_counter()
         proc = psutil.Popen(["dvc", "repro"], cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT)
         with ProcessSampler(proc) as sampler:
-            rc = proc.wait()
+            # A snapshot every 20 s: a full-size run stopped early still shows the stages it finished.
+            while (rc := proc.poll()) is None:
+                time.sleep(20)
+                snapshot = {stage: {"seconds_so_far": round(sampler.last[stage] - sampler.first[stage], 1),
+                                    "peak_pss_mb": round(sampler.peak[stage] / 2**20, 1)}
+                            for stage in list(sampler.first)}
+                (workdir / f"partial-{slug}.json").write_text(json.dumps(
+                    {"label": label, "counts": counts, "elapsed": round(time.perf_counter() - t0, 1),
+                     "stages": snapshot}, indent=1))
         total = time.perf_counter() - t0
         log.close()
         if rc != 0:
