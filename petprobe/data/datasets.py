@@ -158,13 +158,14 @@ BUILTIN_DATASETS: dict[str, DatasetSpec] = {
             # md5s as published with torchvision's OxfordIIITPet. The host: the VGG pages retired the
             # www.robots.ox.ac.uk/~vgg/data/pets/data/ URLs (torchvision still lists them) for
             # thor.robots.ox.ac.uk in 2023 (keras-io#1198/#1200: thor.../~vgg/data/pets/); keras-io's
-            # example now uses thor.../datasets/pets/. Tried in that order, newest first.
+            # example now uses thor.../datasets/pets/. Tried in that order, newest first. Sizes as both
+            # hosts send them (Content-Length in public download logs).
             archives=tuple(
                 Archive(f"https://thor.robots.ox.ac.uk/datasets/pets/{name}", name, md5,
                         fallbacks=(f"https://thor.robots.ox.ac.uk/~vgg/data/pets/{name}",
-                                   f"https://www.robots.ox.ac.uk/~vgg/data/pets/data/{name}"))
-                for name, md5 in (("images.tar.gz", "5c4f3ee8e5d25df40f4fd59a7f44e54c"),
-                                  ("annotations.tar.gz", "95a8c909bbe2e81eed6a22bccdf3f68f"))
+                                   f"https://www.robots.ox.ac.uk/~vgg/data/pets/data/{name}"), size=size)
+                for name, md5, size in (("images.tar.gz", "5c4f3ee8e5d25df40f4fd59a7f44e54c", 791_918_971),
+                                        ("annotations.tar.gz", "95a8c909bbe2e81eed6a22bccdf3f68f", 19_173_078))
             ),
             mirror_dir="oxford-iiit-pet",
             raw_subdir="",
