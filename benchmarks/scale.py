@@ -424,7 +424,18 @@ def main() -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     results_path = workdir / "results.json"
     if args.table:
-        print_table(json.loads(results_path.read_text()))
+        results = json.loads(results_path.read_text()) if results_path.exists() else []
+        print_table(results)
+        done = {r["label"] for r in results}
+        for partial in sorted(workdir.glob("partial-*.json")):
+            snap = json.loads(partial.read_text())
+            if snap["label"] in done:
+                continue
+            print(f"\nUnfinished size {snap['label']} {snap['counts']}: stopped after {snap['elapsed']:.0f} s; "
+                  "stages seen so far (the last one may be cut short):")
+            for stage, row in snap["stages"].items():
+                print(f"| {stage} | {snap['counts'][stage.split('@')[1]]:,} | {row['seconds_so_far']:.1f} "
+                      f"| {row['peak_pss_mb']:,.0f} MB |")
         return
     full = workdir / "mirror-full"
     build_mirrors(full, args.workers)
