@@ -37,11 +37,13 @@ __all__ = [
 
 @dataclass(frozen=True)
 class Archive:
-    """One official download. ``md5`` is the publisher's checksum, where one is published."""
+    """One official download. ``md5`` is the publisher's checksum, where one is published;
+    ``size`` its size in bytes where it is pinned (then it caps the download and must match)."""
 
     url: str
     filename: str
     md5: str | None = None
+    size: int | None = None
 
 
 @dataclass(frozen=True)
