@@ -31,19 +31,20 @@ __all__ = ["OUTPUT_ROOTS", "check_replaceable", "atomic_path", "atomic_dir", "re
 OUTPUT_ROOTS = ("data", "metrics")
 
 
-def check_replaceable(path: str | Path) -> None:
-    """Raise unless ``path`` is new or lies strictly inside ``./data/`` or ``./metrics/``.
+def check_replaceable(path: str | Path) -> Path:
+    """``path`` made absolute with ``..`` folded; raise unless it is new or lies strictly inside
+    ``./data/`` or ``./metrics/``.
 
-    The check is lexical (``..`` folded, symlinks not resolved), so a ``data/`` that is itself a
-    link to a bigger disk still works, and nothing spelled outside those folders is ever replaced.
+    The writers then use the returned path, so what is checked is what is written. The check is
+    lexical (symlinks not resolved): a ``data/`` that is itself a link to a bigger disk still works.
     """
-    if not os.path.lexists(path):
-        return  # creating a new file or folder removes nothing
     target, cwd = os.path.abspath(path), os.path.abspath(os.getcwd())
+    if not os.path.lexists(target):
+        return Path(target)  # creating a new file or folder removes nothing
     for name in OUTPUT_ROOTS:
         root = os.path.join(cwd, name)
         if target != root and os.path.commonpath([target, root]) == root:
-            return
+            return Path(target)
     raise PetprobeError(f"refusing to replace {target}: petprobe only replaces outputs inside "
                         f"{os.path.join(cwd, OUTPUT_ROOTS[0])}/ or {os.path.join(cwd, OUTPUT_ROOTS[1])}/")
 
@@ -51,8 +52,7 @@ def check_replaceable(path: str | Path) -> None:
 @contextlib.contextmanager
 def atomic_path(path: str | Path):
     """Yield a temporary path in the target's folder; rename it to ``path`` if the block succeeds."""
-    path = Path(path)
-    check_replaceable(path)
+    path = check_replaceable(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(path)
     fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(".tmp-", path), dir=path.parent)
@@ -70,8 +70,7 @@ def atomic_path(path: str | Path):
 @contextlib.contextmanager
 def atomic_dir(path: str | Path):
     """Yield an empty temporary folder; on success it replaces ``path`` (old contents removed)."""
-    path = Path(path)
-    check_replaceable(path)
+    path = check_replaceable(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(path)
     tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(".tmp-", path), dir=path.parent))
