@@ -297,3 +297,22 @@ def test_tampered_manifest_or_classes_is_one_line(tmp_path, monkeypatch, manifes
     artefacts.classes_json.write_text(classes)
     with pytest.raises(PetprobeError, match=match):
         artefacts.read_manifest()
+
+
+# --- 8. streaming digest ------------------------------------------------------------------------
+
+
+def test_tree_digest_streams_a_large_file(tmp_path):
+    """SOURCE.json's digest of a folder with a 384 MiB file (sparse: no disk used) in flat memory."""
+    (tmp_path / "big").mkdir()
+    with open(tmp_path / "big" / "video.bin", "wb") as fh:
+        fh.truncate(384 * 2**20)
+    result = run_python(f"""
+        import resource
+        from petprobe.checksums import tree_digest
+        files, size, _ = tree_digest({str(tmp_path / "big")!r})
+        print(files, size, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+    """, tmp_path)
+    files, size, peak_kib = map(int, result.stdout.split())
+    assert (files, size) == (1, 384 * 2**20)
+    assert peak_kib < 150 * 1024, peak_kib  # the whole file would be 384 MiB

@@ -276,6 +276,10 @@ def _zip_members(archive: Path, zf: zipfile.ZipFile):
         yield path, info, info.is_dir(), info.file_size
 
 
+class _LocalProblem(PetprobeError):
+    """An unpacking error on this machine's side: downloading again would not help."""
+
+
 # What a damaged archive raises while it is listed or read (truncated gzip, bad CRC, ...).
 _DAMAGED = (tarfile.TarError, zipfile.BadZipFile, EOFError, zlib.error, OSError)
 
@@ -291,7 +295,7 @@ def extract(archive: str | Path, target: str | Path, *, max_bytes: int = MAX_UNP
     elif tarfile.is_tarfile(archive):
         opener, members, read = tarfile.open, _tar_members, lambda a, m: a.extractfile(m)
     else:
-        raise PetprobeError(f"{archive} is neither a tar nor a zip archive")
+        raise PetprobeError(f"{archive} is neither a tar nor a zip archive; delete it and download it again")
     created: list[Path] = []
     try:
         with opener(archive) as handle:
@@ -300,9 +304,12 @@ def extract(archive: str | Path, target: str | Path, *, max_bytes: int = MAX_UNP
             if declared > max_bytes:
                 raise PetprobeError(f"{archive.name}: unpacks to {declared:,} bytes, over the {max_bytes:,}-byte limit")
             return _write_members(archive, handle, checked, read, target, max_bytes, created)
-    except PetprobeError:
+    except _LocalProblem:  # disk full, a file where a folder should be: not the archive's fault
         _remove(created)
         raise
+    except PetprobeError as err:  # a member refused, or sizes over the limit
+        _remove(created)
+        raise PetprobeError(f"{err}; delete {archive} and download it again") from None
     except _DAMAGED as err:
         _remove(created)
         raise PetprobeError(f"{archive} is damaged or unreadable ({one_line(err)}); "
@@ -336,7 +343,7 @@ def _write_members(archive: Path, handle, checked, read, target: Path, max_bytes
         try:
             dst = open(out, "xb")
         except OSError as err:
-            raise PetprobeError(f"cannot write {out}: {err.strerror or err}") from None
+            raise _LocalProblem(f"cannot write {out}: {err.strerror or err}") from None
         created.append(out)
         with read(handle, member) as src, dst:
             while chunk := src.read(CHUNK):
@@ -346,7 +353,7 @@ def _write_members(archive: Path, handle, checked, read, target: Path, max_bytes
                 try:
                     dst.write(chunk)
                 except OSError as err:
-                    raise PetprobeError(f"cannot write {out}: {err.strerror or err}") from None
+                    raise _LocalProblem(f"cannot write {out}: {err.strerror or err}") from None
         files += 1
     return files
 
