@@ -512,6 +512,15 @@ def test_every_kind_of_archive_error_is_one_line_saying_to_download_again(sandbo
         assert everything_under(target) == []
 
 
+def test_member_name_that_is_not_utf8_is_left_out_and_recorded(sandbox):
+    archives, target, _ = sandbox
+    archive = make_tar(archives / "latin1.tar.gz", [GOOD, ("ok/caf\udce9.jpg", b"\xff\xd8bytes")])
+    skipped: list[dict] = []
+    assert extract(archive, target, skipped=skipped) == 1
+    assert everything_under(target) == ["ok", "ok/photo.jpg"]
+    assert skipped == [{"path": "ok/caf\\xe9.jpg", "reason": "file name is not valid UTF-8"}]
+
+
 def test_not_an_archive_is_a_clear_error(sandbox):
     archives, target, _ = sandbox
     for name, data in (("page.html", b"<html>Access denied</html>"), ("empty.zip", b"")):

@@ -57,7 +57,7 @@ def populate(spec: DatasetSpec, source: str, mirror: Path, target: Path, downloa
         record["archives"] = []
         for archive in spec.archives:
             got = fetch(archive.url, downloads / archive.filename, md5=archive.md5, size=archive.size)
-            extract(got.path, target)
+            extract(got.path, target, skipped=skipped)
             record["archives"].append({"url": archive.url, "file": archive.filename, "bytes": got.bytes,
                                        "md5": got.md5, "md5_published": archive.md5, "sha256": got.sha256})
     files, size, digest = tree_digest(target)
