@@ -31,6 +31,7 @@ import pandas as pd
 from petprobe.checksums import image_list_sha256
 from petprobe.errors import PetprobeError, one_line
 from petprobe.outputs import atomic_dir, write_csv, write_json
+from petprobe.params import check_dataset_name
 
 __all__ = ["Artefacts", "SPLITS", "SOURCE_RECORD", "DOWNLOADS", "DOWNLOAD_PINS"]
 
@@ -43,6 +44,19 @@ DOWNLOADS = Path("data/downloads")
 DOWNLOAD_PINS = "pinned.json"
 _MODEL_FILES = {"logreg": "logreg.npz", "head": "head.pt"}
 _RERUN_EMBED = "rerun the embed stage (dvc repro)"
+_RERUN_PREPARE = "rerun the prepare stage (dvc repro)"
+_PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+def _read_csv(path: Path, columns: tuple[str, ...], rerun: str) -> pd.DataFrame:
+    """A CSV of strings with (at least) ``columns``, or one line saying what is wrong with it."""
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (OSError, ValueError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+        raise PetprobeError(f"{path} is unreadable ({one_line(err)}); {rerun}") from None
+    if missing := [c for c in columns if c not in frame.columns]:
+        raise PetprobeError(f"{path} has no column {missing[0]!r} (expected {', '.join(columns)}); {rerun}")
+    return frame
 
 
 @dataclass(frozen=True)
@@ -51,6 +65,9 @@ class Artefacts:
 
     ds: str
     root: Path = Path(".")
+
+    def __post_init__(self):
+        check_dataset_name(self.ds)  # every path below is built from it: no '..', '/', or absolute name
 
     # --- where ---------------------------------------------------------------------------------
 
@@ -153,6 +170,21 @@ class Artefacts:
     def write_source_record(raw_dir: Path, record: dict) -> None:
         write_json(raw_dir / SOURCE_RECORD, record)
 
+    def read_skipped(self) -> list[dict]:
+        """The files download left out (``{path, reason}``, paths relative to the raw folder);
+        [] for a SOURCE.json written before downloads recorded them."""
+        path = self.raw / SOURCE_RECORD
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, ValueError) as err:
+            raise PetprobeError(f"{path} is missing or unreadable ({one_line(err)}); rerun the download stage") from None
+        skipped = record.get("skipped", []) if isinstance(record, dict) else None
+        if not isinstance(skipped, list) or not all(
+                isinstance(row, dict) and isinstance(row.get("path"), str) and isinstance(row.get("reason"), str)
+                for row in skipped):
+            raise PetprobeError(f"{path}: 'skipped' is not a list of {{path, reason}}; rerun the download stage")
+        return skipped
+
     # --- prepared ------------------------------------------------------------------------------
 
     def write_prepared(self, manifest: pd.DataFrame, classes: list[str], rejected: list[dict]) -> None:
@@ -163,16 +195,28 @@ class Artefacts:
             write_csv(tmp / self.rejected_csv.name, pd.DataFrame(rejected, columns=["path", "reason"]))
 
     def read_manifest(self) -> tuple[pd.DataFrame, list[str]]:
-        """(manifest with columns path, label, split; class names)."""
+        """(manifest with columns path, label, split; class names), checked to fit each other."""
         for path in (self.manifest_csv, self.classes_json):
             if not path.is_file():
                 raise PetprobeError(f"{path} is missing; run the prepare stage first")
-        manifest = pd.read_csv(self.manifest_csv, dtype=str, keep_default_na=False)
-        classes = json.loads(self.classes_json.read_text())
+        manifest = _read_csv(self.manifest_csv, ("path", "label", "split"), _RERUN_PREPARE)
+        try:
+            classes = json.loads(self.classes_json.read_text())
+        except (OSError, ValueError) as err:
+            raise PetprobeError(f"{self.classes_json} is unreadable ({one_line(err)}); {_RERUN_PREPARE}") from None
+        if (not isinstance(classes, list) or not all(isinstance(c, str) and c for c in classes)
+                or len(set(classes)) != len(classes)):
+            raise PetprobeError(f"{self.classes_json} is not a list of distinct class names; {_RERUN_PREPARE}")
+        if bad := sorted(set(manifest.split) - set(SPLITS)):
+            raise PetprobeError(f"{self.manifest_csv} has split {bad[0]!r} (valid: {', '.join(SPLITS)}); "
+                                f"{_RERUN_PREPARE}")
+        if bad := sorted(set(manifest.label) - set(classes)):
+            raise PetprobeError(f"{self.manifest_csv} has label {bad[0]!r}, not in {self.classes_json.name}; "
+                                f"{_RERUN_PREPARE}")
         return manifest, classes
 
     def read_rejected(self) -> pd.DataFrame:
-        return pd.read_csv(self.rejected_csv)
+        return _read_csv(self.rejected_csv, ("path", "reason"), _RERUN_PREPARE)
 
     # --- embeddings ----------------------------------------------------------------------------
 
@@ -189,12 +233,12 @@ class Artefacts:
         meta = self._embeddings_meta_json()
         try:
             valid = (isinstance(meta["backbone"], str) and isinstance(meta["weights"]["sha256"], str)
-                     and isinstance(meta["preprocessing"], dict))
+                     and isinstance(meta["preprocessing"], dict) and meta.get("precision", "fp32") in _PRECISIONS)
         except (KeyError, TypeError):
             valid = False
         if not valid:
-            raise PetprobeError(f"{self.embeddings_meta} does not name the backbone, weights and preprocessing; "
-                                f"{_RERUN_EMBED}")
+            raise PetprobeError(f"{self.embeddings_meta} does not name the backbone, weights, preprocessing and "
+                                f"precision ({', '.join(_PRECISIONS)}); {_RERUN_EMBED}")
         return meta
 
     def _embeddings_meta_json(self):
@@ -245,4 +289,6 @@ class Artefacts:
             result = json.loads(path.read_text())
         except (OSError, ValueError):
             raise PetprobeError(f"{path} is missing or unreadable; run its stage first (dvc repro)") from None
+        if not isinstance(result, dict) or (result.get("enabled") and not isinstance(result.get("test"), dict)):
+            raise PetprobeError(f"{path} is not a comparison stage's result; run its stage again (dvc repro)")
         return result["test"] if result.get("enabled") else None

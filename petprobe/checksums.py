@@ -49,14 +49,22 @@ def file_sha256(path: str | Path) -> str:
 
 
 def tree_digest(root: str | Path) -> tuple[int, int, str]:
-    """(files, bytes, sha256 over every relative path and file content) of a folder."""
+    """(files, bytes, sha256 over every relative path and file content) of a folder.
+
+    Each file is hashed in ``CHUNK`` pieces, so memory stays flat however large a file is.
+    Only regular files count; links are not followed (download never copies one).
+    """
     root = Path(root)
     digest, files, size = hashlib.sha256(), 0, 0
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        data = path.read_bytes()
+    for path in sorted(p for p in root.rglob("*") if p.is_file() and not p.is_symlink()):
+        content, n = hashlib.sha256(), 0
+        with open(path, "rb") as fh:
+            while chunk := fh.read(CHUNK):
+                content.update(chunk)
+                n += len(chunk)
         digest.update(os.fsencode(path.relative_to(root).as_posix()) + b"\0")  # any name, even not UTF-8
-        digest.update(hashlib.sha256(data).digest())
-        files, size = files + 1, size + len(data)
+        digest.update(content.digest())
+        files, size = files + 1, size + n
     return files, size, digest.hexdigest()
 
 

@@ -3,6 +3,12 @@
 A stage killed half-way (Ctrl-C, OOM, SIGKILL) leaves at most a ``.tmp-<name>.<pid>.*`` sibling
 that no later stage reads. The next write of the same out removes such siblings once the process
 that made them is gone (Ctrl-C removes its own at once), so killed runs do not pile up copies.
+
+Replacing is destructive (the old folder is removed), so both writers refuse to replace a path
+that is not inside the repository's ``data/`` or ``metrics/`` (``OUTPUT_ROOTS`` under the working
+directory, which is the repository root for stages, DVC and ``petprobe predict``). Dataset names
+are validated in ``petprobe.params``; this is the second line of defence should a path ever be
+built from an unchecked name (``data/raw`` / ``"/home/me/photos"`` is ``/home/me/photos``).
 """
 
 from __future__ import annotations
@@ -15,14 +21,38 @@ import shutil
 import tempfile
 from pathlib import Path
 
-__all__ = ["atomic_path", "atomic_dir", "remove_stale_temps", "write_json", "write_text", "write_csv", "save_npy", "save_npz",
+from petprobe.errors import PetprobeError
+
+__all__ = ["OUTPUT_ROOTS", "check_replaceable", "atomic_path", "atomic_dir", "remove_stale_temps", "write_json", "write_text", "write_csv", "save_npy", "save_npz",
            "NpyRowWriter"]
+
+
+# The repository folders whose contents an atomic write may replace (relative to the working directory).
+OUTPUT_ROOTS = ("data", "metrics")
+
+
+def check_replaceable(path: str | Path) -> Path:
+    """``path`` made absolute with ``..`` folded; raise unless it is new or lies strictly inside
+    ``./data/`` or ``./metrics/``.
+
+    The writers then use the returned path, so what is checked is what is written. The check is
+    lexical (symlinks not resolved): a ``data/`` that is itself a link to a bigger disk still works.
+    """
+    target, cwd = os.path.abspath(path), os.path.abspath(os.getcwd())
+    if not os.path.lexists(target):
+        return Path(target)  # creating a new file or folder removes nothing
+    for name in OUTPUT_ROOTS:
+        root = os.path.join(cwd, name)
+        if target != root and os.path.commonpath([target, root]) == root:
+            return Path(target)
+    raise PetprobeError(f"refusing to replace {target}: petprobe only replaces outputs inside "
+                        f"{os.path.join(cwd, OUTPUT_ROOTS[0])}/ or {os.path.join(cwd, OUTPUT_ROOTS[1])}/")
 
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path):
     """Yield a temporary path in the target's folder; rename it to ``path`` if the block succeeds."""
-    path = Path(path)
+    path = check_replaceable(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(path)
     fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(".tmp-", path), dir=path.parent)
@@ -40,7 +70,7 @@ def atomic_path(path: str | Path):
 @contextlib.contextmanager
 def atomic_dir(path: str | Path):
     """Yield an empty temporary folder; on success it replaces ``path`` (old contents removed)."""
-    path = Path(path)
+    path = check_replaceable(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(path)
     tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(".tmp-", path), dir=path.parent))

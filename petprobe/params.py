@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +30,20 @@ __all__ = [
     "RenderParams",
     "load_params",
     "parse_params",
+    "check_dataset_name",
 ]
+
+# Dataset names become folder names (data/raw/<ds>, metrics/<ds>.json) and DVC stage names
+# (download@<ds>): only letters, digits, '_' and '-', so no name can be '..', absolute or nested.
+_DATASET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+
+
+def check_dataset_name(name, key: str = "dataset") -> str:
+    """Return ``name`` if it is a safe dataset name, else raise with one line saying what is allowed."""
+    if not isinstance(name, str) or not _DATASET_NAME.fullmatch(name):
+        raise PetprobeError(f"{key} {name!r} is not a valid dataset name: use letters, digits, '_' and '-' "
+                            "(starting with a letter or digit, at most 64 characters)")
+    return name
 
 
 def _spec(default=dataclasses.MISSING, **rules):
@@ -38,6 +52,10 @@ def _spec(default=dataclasses.MISSING, **rules):
         frozen = default
         return field(default_factory=lambda: type(frozen)(frozen), metadata=rules)
     return field(default=default, metadata=rules)
+
+
+# Upper bounds (le=...) stop a typo from asking for absurd memory or processes (embed.num_workers:
+# 10000, head.hidden: 10**9); they are far above any useful value.
 
 
 @dataclass(frozen=True)
@@ -52,8 +70,8 @@ class DataParams:
 
 @dataclass(frozen=True)
 class EmbedParams:
-    batch_size: int = _spec(0, ge=0)  # 0 = auto: 32 on CPU, 128 on CUDA (embeddings.AUTO_BATCH_SIZE)
-    num_workers: int = _spec(2, ge=0)
+    batch_size: int = _spec(0, ge=0, le=4096)  # 0 = auto: 32 on CPU, 128 on CUDA (embeddings.AUTO_BATCH_SIZE)
+    num_workers: int = _spec(2, ge=0, le=64)
     precision: str = _spec("auto", choices=("auto", "fp32", "bf16", "fp16"))
 
 
@@ -61,18 +79,18 @@ class EmbedParams:
 class LogregParams:
     c_min: float = _spec(1e-4, gt=0.0)
     c_max: float = _spec(10.0, gt=0.0)
-    c_steps: int = _spec(11, ge=1)
+    c_steps: int = _spec(11, ge=1, le=1000)
     max_iter: int = _spec(3000, ge=1)
 
 
 @dataclass(frozen=True)
 class HeadParams:
-    hidden: int = _spec(1024, ge=0)
+    hidden: int = _spec(1024, ge=0, le=65536)
     dropout: float = _spec(0.5, ge=0.0, lt=1.0)
     lr: float = _spec(1e-3, gt=0.0)
     weight_decay: float = _spec(1e-2, ge=0.0)
-    batch_size: int = _spec(64, ge=1)
-    max_epochs: int = _spec(200, ge=1)
+    batch_size: int = _spec(64, ge=1, le=65536)
+    max_epochs: int = _spec(200, ge=1, le=100_000)
     patience: int = _spec(20, ge=1)
     refit: bool = _spec(True)
     seed: int = _spec(0, ge=0)
@@ -81,25 +99,25 @@ class HeadParams:
 @dataclass(frozen=True)
 class FinetuneParams:
     enabled: bool = _spec(False)
-    epochs: int = _spec(3, ge=1)
+    epochs: int = _spec(3, ge=1, le=10_000)
     lr: float = _spec(1e-4, gt=0.0)
-    batch_size: int = _spec(32, ge=1)
+    batch_size: int = _spec(32, ge=1, le=4096)
     seed: int = _spec(0, ge=0)
 
 
 @dataclass(frozen=True)
 class ScratchParams:
     enabled: bool = _spec(False)
-    epochs: int = _spec(10, ge=1)
+    epochs: int = _spec(10, ge=1, le=10_000)
     lr: float = _spec(2e-3, gt=0.0)
-    batch_size: int = _spec(32, ge=1)
-    image_size: int = _spec(64, ge=16)
+    batch_size: int = _spec(32, ge=1, le=4096)
+    image_size: int = _spec(64, ge=16, le=1024)
     seed: int = _spec(0, ge=0)
 
 
 @dataclass(frozen=True)
 class EvaluateParams:
-    grid_images: int = _spec(16, ge=1)
+    grid_images: int = _spec(16, ge=1, le=256)
 
 
 @dataclass(frozen=True)
@@ -109,7 +127,7 @@ class RenderParams:
     # Ideal images: classes not in a dataset are skipped, so one list serves every dataset.
     classes: list[str] = _spec(["Cat", "Dog", "Abyssinian", "Siamese", "american_bulldog", "yorkshire_terrier"])
     imagenet_classes: list[int] = _spec([284, 340])  # only for backbones with an ImageNet classifier
-    image_size: int = _spec(224, ge=32)
+    image_size: int = _spec(224, ge=32, le=1024)
     steps: int = _spec(64, ge=1)
     lr: float = _spec(0.05, gt=0.0)
     tv_weight: float = _spec(0.05, ge=0.0)
@@ -126,8 +144,8 @@ class RenderParams:
     unbounded_steps: int = _spec(50, ge=1)
     transfer_backbone: str = _spec("auto")  # auto = another registered backbone; none = skip
     transfer_per_class: int = _spec(50, ge=1)
-    batch_size: int = _spec(16, ge=1)
-    grid_images: int = _spec(4, ge=1)
+    batch_size: int = _spec(16, ge=1, le=1024)
+    grid_images: int = _spec(4, ge=1, le=64)
 
 
 @dataclass(frozen=True)
@@ -231,6 +249,10 @@ def parse_params(raw: dict) -> Params:
     from petprobe.data.datasets import BUILTIN_DATASETS
 
     params = _build(Params, raw, "")
+    for name in params.imagefolders:
+        check_dataset_name(name, f"params.yaml: 'imagefolders' key")
+    for i, name in enumerate(params.datasets):
+        check_dataset_name(name, f"params.yaml: 'datasets[{i}]'")
     if params.backbone not in list_backbones():
         raise PetprobeError(
             f"params.yaml: 'backbone' is '{params.backbone}', not a known backbone (valid: {_choices_line(list_backbones())})"

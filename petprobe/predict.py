@@ -92,11 +92,21 @@ class Predictor:
         usable = [p for p in paths if errors[p] is None]
         proba = np.zeros((0, len(self.head.classes_)))
         if usable:
-            # The embed stage's own code path, so the head sees the embeddings it was trained on.
-            embeddings = np.concatenate(list(embed_images(
-                self.model, self.backbone.preprocessing, usable, batch_size=self.batch_size, num_workers=0,
-                device=self.device, precision=self.precision, desc="predict")))
-            proba = self.head.predict_proba(embeddings)
+            try:
+                embeddings = self._embed(usable)
+            except PetprobeError:
+                # A file that passed the check but fails to decode must not cost the others their
+                # predictions: embed one file at a time, and report the ones that fail.
+                blocks = []
+                for path in list(usable):
+                    try:
+                        blocks.append(self._embed([path]))
+                    except PetprobeError as err:
+                        errors[path] = str(err)
+                usable = [p for p in usable if errors[p] is None]
+                embeddings = np.concatenate(blocks) if blocks else np.zeros((0, self.backbone.dim), np.float32)
+            if usable:
+                proba = self.head.predict_proba(embeddings)
         rows = dict(zip(usable, proba))
         results = []
         for path in paths:
@@ -107,11 +117,17 @@ class Predictor:
             results.append(Prediction(path, [(str(self.head.classes_[j]), float(rows[path][j])) for j in order]))
         return results
 
+    def _embed(self, paths: list[str]) -> np.ndarray:
+        # The embed stage's own code path, so the head sees the embeddings it was trained on.
+        return np.concatenate(list(embed_images(
+            self.model, self.backbone.preprocessing, paths, batch_size=self.batch_size, num_workers=0,
+            device=self.device, precision=self.precision, desc="predict")))
+
     @staticmethod
     def _problem(path: str) -> str | None:
         p = Path(path)
         if p.is_dir():
             return "folder holds no image files"
-        if not p.exists():
+        if not p.exists() and not p.is_symlink():
             return "no such file"
         return inspect_image(p)

@@ -12,7 +12,7 @@ from collections import Counter
 
 from petprobe.artefacts import Artefacts
 from petprobe.data.datasets import get_dataset
-from petprobe.data.manifest import build_manifest, check_candidates
+from petprobe.data.manifest import build_manifest, check_candidates, minimum_data_problem
 from petprobe.errors import PetprobeError, run_stage
 from petprobe.params import load_params
 
@@ -29,11 +29,15 @@ def main(ds: str) -> None:
     except FileNotFoundError as err:
         raise PetprobeError(str(err)) from None
     usable, rejected = check_candidates(raw, candidates)
+    # Files download left out (links, FIFOs, names that are not UTF-8) are listed with the rest.
+    rejected += [{"path": (raw / row["path"]).as_posix(), "reason": row["reason"]} for row in artefacts.read_skipped()]
     manifest = build_manifest(raw, usable, val_fraction=data.val_fraction, test_fraction=data.test_fraction,
                               seed=data.seed, max_per_class=data.max_per_class)
     empty = [c for c in classes if c not in set(manifest.label)]
     if empty:
         raise PetprobeError(f"{ds}: no usable images for class(es) {', '.join(empty)}")
+    if (problem := minimum_data_problem(manifest, classes, official_test=spec.official_test)) is not None:
+        raise PetprobeError(f"{ds}: too little data to train and evaluate on: {problem}")
 
     artefacts.write_prepared(manifest, classes, rejected)
     counts = Counter(manifest.split)

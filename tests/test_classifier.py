@@ -47,7 +47,8 @@ def test_pixel_classifier_gives_the_heads_probabilities_on_pipeline_embeddings(c
     assert np.allclose(predict_proba(pixel, images, batch_size=16).numpy(), head.predict_proba(X), atol=1e-4)
 
 
-def test_embedding_backbone_checks_the_weights(tmp_path):
+def test_embedding_backbone_checks_the_weights(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # meta.json is rewritten below: the writer replaces only inside ./data/
     backbone = get_backbone("mobilenet_v2")
     meta = {"backbone": "mobilenet_v2", "weights": {"sha256": backbone.weights.sha256},
             "preprocessing": backbone.preprocessing.as_dict()}

@@ -9,6 +9,7 @@ import dataclasses
 import hashlib
 import io
 import os
+import re
 import socket
 import stat
 import tarfile
@@ -35,7 +36,7 @@ from petprobe.outputs import atomic_dir
 @dataclass
 class Route:
     data: bytes
-    mode: str = "ok"  # ok | drop | wrong | ignore-range | restart-range | stall | no-length
+    mode: str = "ok"  # ok | drop | wrong | ignore-range | restart-range | stall | no-length | trickle | endless
     # "drop"/"no-length": request i sends plan[i] body bytes, then closes the connection; once the
     # plan is used up, every request sends ``then`` bytes (None: the route behaves).
     plan: list[int] = dataclasses.field(default_factory=list)
@@ -77,10 +78,18 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self.send_response(200)
         body = data[start:]
-        if route.mode != "no-length":
+        if route.mode not in ("no-length", "endless"):
             self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         try:
+            if route.mode == "trickle":  # one byte every stall_s seconds: every socket read succeeds
+                for i in range(len(body)):
+                    self.wfile.write(body[i:i + 1])
+                    self.wfile.flush()
+                    time.sleep(route.stall_s)
+            if route.mode == "endless":  # a body that never ends, as fast as the client reads
+                while True:
+                    self.wfile.write(body[:65536])
             drop = route.next_drop() if route.mode in ("drop", "no-length") else None
             if drop is not None:
                 self.wfile.write(body[:drop])
@@ -286,6 +295,48 @@ def test_body_without_length_cut_short_is_caught_by_the_checksum(server, payload
     assert leftovers(tmp_path) == []
 
 
+def test_trickling_server_is_a_stall_not_a_hang(server, payload, tmp_path):
+    url = server.add("a.bin", payload, mode="trickle", stall_s=0.2)
+    started = time.monotonic()
+    with pytest.raises(PetprobeError, match=r"could not download .*\(stalled: \d+ bytes in 1 s\)"):
+        fetch(url, tmp_path / "a.bin", md5=md5(payload), **quick(attempts=2, stall_s=1.0, stall_bytes=1024))
+    assert time.monotonic() - started < 6.0
+    assert not (tmp_path / "a.bin").exists()
+
+
+def test_whole_file_deadline_holds_even_when_every_read_makes_progress(server, payload, tmp_path):
+    url = server.add("a.bin", payload, mode="trickle", stall_s=0.05)
+    started = time.monotonic()
+    with pytest.raises(PetprobeError, match=r"not complete within the 1.5 s deadline\); the partial file"):
+        fetch(url, tmp_path / "a.bin", md5=md5(payload), **quick(deadline=1.5, stall_s=60.0, stall_bytes=1))
+    assert time.monotonic() - started < 4.0
+    assert not (tmp_path / "a.bin").exists() and (tmp_path / "a.bin.part").exists()  # kept for a resume
+
+
+def test_endless_body_stops_at_the_size_cap_and_is_discarded(server, payload, tmp_path):
+    url = server.add("a.bin", payload, mode="endless")
+    with pytest.raises(PetprobeError, match="the body is longer than the 3,000,000 bytes expected"):
+        fetch(url, tmp_path / "a.bin", **quick(max_bytes=3_000_000))
+    assert leftovers(tmp_path) == []
+    with pytest.raises(PetprobeError, match="longer than the 2,500,000 bytes expected"):  # a pinned size caps it too
+        fetch(url, tmp_path / "a.bin", size=len(payload), **quick())
+    assert leftovers(tmp_path) == []
+
+
+def test_pinned_size_refuses_a_larger_offer_and_never_promotes_a_short_body(server, payload, tmp_path):
+    url = server.add("a.bin", payload)
+    with pytest.raises(PetprobeError, match="offers 2,500,000 bytes, more than the pinned size of 1,000"):
+        fetch(url, tmp_path / "a.bin", size=1000, **quick())
+    assert leftovers(tmp_path) == [] and len(server.requests) == 1
+    # No checksum (as catsdogs), a body without Content-Length that stops short: the pinned size catches it.
+    short = server.add("short.bin", payload, mode="no-length", then=1_000_000)
+    with pytest.raises(PetprobeError, match=r"connection closed after 1000000 of 2500000 bytes \(the pinned size\)"):
+        fetch(short, tmp_path / "short.bin", size=len(payload), **quick(attempts=2))
+    assert not (tmp_path / "short.bin").exists()
+    fetch(url, tmp_path / "a.bin", size=len(payload), **quick())
+    assert (tmp_path / "a.bin").read_bytes() == payload
+
+
 # --- extract -------------------------------------------------------------------------------------
 
 
@@ -426,6 +477,48 @@ def test_member_listed_twice_or_clashing_with_a_file_is_an_error_and_leaves_noth
     with pytest.raises(PetprobeError, match="cannot write .*ok/photo.jpg: Not a directory"):
         extract(clash, target)
     assert everything_under(target) == []
+
+
+def zip_with_central_directory_patch(path: Path, *, flag: int = 0, method: int | None = None) -> Path:
+    make_zip(path, [GOOD])
+    data = bytearray(path.read_bytes())
+    entry = data.find(b"PK\x01\x02")
+    data[entry + 8] |= flag  # general purpose flag bit 0: encrypted
+    if method is not None:
+        data[entry + 10:entry + 12] = method.to_bytes(2, "little")
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_every_kind_of_archive_error_is_one_line_saying_to_download_again(sandbox):
+    archives, target, _ = sandbox
+    nul = archives / "nul.tar.gz"
+    with tarfile.open(nul, "w:gz", format=tarfile.PAX_FORMAT) as tar:
+        info = tarfile.TarInfo("ok/photo.jpg")
+        info.size, info.pax_headers = 3, {"path": "ok/a\0b.jpg"}
+        tar.addfile(info, io.BytesIO(b"abc"))
+    cases = {
+        "encrypted": (zip_with_central_directory_patch(archives / "enc.zip", flag=1),
+                      "cannot be unpacked (RuntimeError: File .* is encrypted"),
+        "compression": (zip_with_central_directory_patch(archives / "aes.zip", method=99),
+                        "cannot be unpacked (NotImplementedError: That compression method is not supported)"),
+        "NUL": (nul, "refusing member with a NUL byte in its name"),
+    }
+    for case, (archive, message) in cases.items():
+        with pytest.raises(PetprobeError) as err:
+            extract(archive, target)
+        assert re.search(re.escape(message).replace(r"\.\*", ".*"), str(err.value)), (case, str(err.value))
+        assert "\n" not in str(err.value) and re.search(r"delete .* and download (it )?again$", str(err.value)), case
+        assert everything_under(target) == []
+
+
+def test_member_name_that_is_not_utf8_is_left_out_and_recorded(sandbox):
+    archives, target, _ = sandbox
+    archive = make_tar(archives / "latin1.tar.gz", [GOOD, ("ok/caf\udce9.jpg", b"\xff\xd8bytes")])
+    skipped: list[dict] = []
+    assert extract(archive, target, skipped=skipped) == 1
+    assert everything_under(target) == ["ok", "ok/photo.jpg"]
+    assert skipped == [{"path": "ok/caf\\xe9.jpg", "reason": "file name is not valid UTF-8"}]
 
 
 def test_not_an_archive_is_a_clear_error(sandbox):

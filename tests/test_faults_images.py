@@ -300,14 +300,16 @@ def test_unreadable_file_and_folder_without_read_privilege(tmp_path):
                                           f"error: cannot read folder {locked}: Permission denied"]
 
 
-def test_non_utf8_file_name_does_not_crash_prepare(tmp_path):
-    """A Latin-1 name from an old zip (invalid UTF-8) is kept or rejected, never a crash."""
+def test_non_utf8_file_name_is_left_out_by_download_and_listed_in_rejected_csv(tmp_path):
+    """A Latin-1 name from an old zip (invalid UTF-8) is not copied into data/raw (a DVC output,
+    whose records are UTF-8) and is listed in rejected.csv; the rest of the dataset is prepared."""
     src = tmp_path / "src"
     for cls in ("cat", "dog"):
         (src / cls).mkdir(parents=True)
-        shutil.copyfile(PETIMAGES / cls.title() / "1.jpg", src / cls / "1.jpg")
+        for n in (1, 2, 3):
+            shutil.copyfile(PETIMAGES / cls.title() / f"{n}.jpg", src / cls / f"{n}.jpg")
     odd = os.fsencode(src / "cat") + b"/caf\xe9.jpg"
-    shutil.copyfile(CAT / "2.jpg", odd)
+    shutil.copyfile(CAT / "4.jpg", odd)
     work = tmp_path / "work"
     work.mkdir()
     (work / "params.yaml").write_text(f"datasets: [odd]\nimagefolders: {{odd: '{src}'}}\n")
@@ -315,7 +317,9 @@ def test_non_utf8_file_name_does_not_crash_prepare(tmp_path):
         mp.chdir(work)
         download.main("odd")
         prepare.main("odd")
+    for path in (work / "data/raw/odd").rglob("*"):
+        path.name.encode("utf-8")  # every copied name is valid UTF-8
     rejected = pd.read_csv(work / "data/prepared/odd/rejected.csv")
     manifest = pd.read_csv(work / "data/prepared/odd/manifest.csv")
-    assert len(manifest) == 2 and len(rejected) == 1
-    assert "not valid UTF-8" in rejected.reason[0] and "caf" in rejected.path[0]
+    assert len(manifest) == 6 and len(rejected) == 1
+    assert rejected.path[0] == "data/raw/odd/cat/caf\\xe9.jpg" and "not valid UTF-8" in rejected.reason[0]

@@ -48,6 +48,16 @@ CASES = {
     "infinite C": ("logreg: {c_max: .inf}", ["train_logreg", "pets"], "'logreg.c_max' must be a finite number, got inf"),
     "nan fraction": ("data: {val_fraction: .nan}", ["prepare", "pets"], "must be a finite number, got nan"),
     "C range reversed": ("logreg: {c_min: 10, c_max: 1}", ["train_logreg", "pets"], "'logreg.c_min' must not exceed"),
+    # upper bounds: a typo must not ask for thousands of processes or a billion-unit layer
+    "too many workers": ("embed: {num_workers: 10000}", ["embed", "pets"], "'embed.num_workers' is 10000; it must be <= 64"),
+    "huge hidden layer": ("head: {hidden: 1000000000}", ["train_head", "pets"],
+                          "'head.hidden' is 1000000000; it must be <= 65536"),
+    "huge batch": ("embed: {batch_size: 100000}", ["embed", "pets"], "'embed.batch_size' is 100000; it must be <= 4096"),
+    # dataset names become folder names: nothing but letters, digits, '_' and '-'
+    "dataset name with a path": ("datasets: [pets, ../../home]\nimagefolders: {../../home: /tmp}", ["prepare", "pets"],
+                                 "'imagefolders' key '../../home' is not a valid dataset name"),
+    "absolute dataset name": ("datasets: [/home/me/photos]", ["prepare", "pets"],
+                              "'datasets[0]' '/home/me/photos' is not a valid dataset name"),
     # datasets
     "empty dataset list": ("datasets: []", ["prepare", "pets"], "'datasets' must hold at least 1 entry"),
     "unknown dataset": ("datasets: [pets, dogz]", ["prepare", "pets"],
@@ -82,6 +92,7 @@ if not torch.cuda.is_available():
 
 # The CLI contract, checked in real subprocesses for one case of each kind (each costs ~2 s of CPU).
 SUBPROCESS = ["string for int", "negative max_per_class", "empty dataset list", "unknown dataset", "missing mirror",
+              "absolute dataset name",
               "embed before prepare"]
 
 

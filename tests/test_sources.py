@@ -83,9 +83,10 @@ def test_pinned_size_catches_a_truncated_archive_before_unpacking(host, photos, 
     served, base = host
     (served / "a.zip").write_bytes(photos[:-1000])  # cut short, as a broken mirror would serve it
     archive = Archive(f"{base}/a.zip", "a.zip", size=len(photos))
-    with pytest.raises(PetprobeError, match=f"not the pinned {len(photos):,}"):
+    with pytest.raises(PetprobeError, match=rf"{len(photos) - 1000} of {len(photos)} bytes \(the pinned size\)"):
         fetch_archive(archive, tmp_path / "downloads", **QUICK)
-    assert list((tmp_path / "downloads").iterdir()) == []
+    # never promoted: at most the partial file stays, for a resume from a host that has it whole
+    assert [p.name for p in (tmp_path / "downloads").iterdir()] in ([], ["a.zip.part"])
 
 
 def test_pinned_sha256_refuses_a_replaced_archive(host, photos, tmp_path):

@@ -184,7 +184,10 @@ class TorchvisionWeights:
 
     @property
     def sha256(self) -> str:
-        """Full sha256 of the cached file (raises if it is not there)."""
+        """Full sha256 of the cached file, downloaded first when missing (as ``load_state_dict`` does);
+        one line naming the file and how to pre-seed it when that fails."""
+        if not self.path.is_file():
+            self._download(self.path)
         return file_sha256(self.path)
 
     def available(self) -> bool:

@@ -42,9 +42,9 @@ class Archive:
     """One official download, tried at ``url`` and then at each of ``fallbacks`` (the same file).
 
     ``md5`` is the publisher's checksum, where one is published; ``size`` and ``sha256`` are pins
-    from another maintained source (named where they are set). An archive with neither md5 nor
-    sha256 has its size and sha256 recorded at the first download and a differing one refused
-    (``data.archives.fetch_archive``).
+    from another maintained source (named where they are set): a pinned size caps the download and
+    must match. An archive with neither md5 nor sha256 has its size and sha256 recorded at the first
+    download and a differing one refused (``data.archives.fetch_archive``).
     """
 
     url: str

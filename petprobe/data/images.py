@@ -5,11 +5,21 @@ end) and returns why a file cannot be used, or None. ``load_rgb`` turns every ac
 (CMYK, grayscale, palette, 16-bit, RGBA, animated GIF, EXIF-rotated, a PNG named .jpg) into an
 upright 8-bit RGB image. ``load_rgb_tensor`` gives the same pixels as a uint8 tensor, decoding
 JPEGs with torchvision.io (libjpeg-turbo, no PIL round trip) and anything else through ``load_rgb``.
+
+Memory is bounded before any pixel is decoded: the header's size must pass ``size_problem``
+(area, each side, aspect ratio). The aspect-ratio bound is what keeps the *resize* bounded: the
+shorter side is scaled to the backbone's resize (256 px), so a 1x40000 strip would become a
+256x10,240,000 image (7.9 GB); within 1:``MAX_ASPECT`` the resized image is at most
+256x5120 px. Photos are far inside these bounds, so their pixels are decoded and resized exactly
+as before (no draft mode, no crop-before-resize, which would change them). Any exception a
+decoder raises, of any type, is a rejection with its reason, never a crash.
 """
 
 from __future__ import annotations
 
+import io
 import os
+import stat
 import warnings
 from pathlib import Path
 
@@ -18,27 +28,59 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from petprobe.errors import PetprobeError, one_line
 
-__all__ = ["MAX_PIXELS", "inspect_image", "load_rgb", "load_rgb_tensor", "load_images"]
+__all__ = ["MAX_PIXELS", "MAX_SIDE", "MAX_ASPECT", "UnusableImage", "size_problem", "inspect_image", "load_rgb",
+           "load_rgb_tensor", "load_images"]
 
 # Larger than any photo in the reference datasets by two orders of magnitude, small enough that a
 # decompression bomb (a tiny file that claims gigapixels) is refused before it is decoded.
 MAX_PIXELS = 50_000_000
+# Each side, and the longer side over the shorter. Panoramas of real cameras stay within 1:8.
+MAX_SIDE = 30_000
+MAX_ASPECT = 20
+
+
+def size_problem(width: int, height: int) -> str | None:
+    """Why an image of this size (from its header) is refused before decoding, or None."""
+    w, h = width, height
+    if w <= 0 or h <= 0:
+        return "image has no pixels"
+    if w * h > MAX_PIXELS:
+        return f"too large ({w}x{h} px > {MAX_PIXELS:,} px limit; decompression-bomb guard)"
+    if max(w, h) > MAX_SIDE:
+        return f"too large ({w}x{h} px; a side over {MAX_SIDE:,} px)"
+    if max(w, h) > MAX_ASPECT * min(w, h):
+        # Resizing the shorter side to 256 px would make the longer one 256 * ratio px long.
+        return f"extreme aspect ratio ({w}x{h} px; the limit is 1:{MAX_ASPECT})"
+    return None
+
+
+class UnusableImage(OSError):
+    """An image refused by ``size_problem`` at load time (an OSError, as any unreadable file)."""
+
+
+def _check_size(im: Image.Image) -> None:
+    if (problem := size_problem(*im.size)) is not None:
+        raise UnusableImage(problem)
 
 
 def inspect_image(path: str | Path) -> str | None:
     """Return a one-line reason why ``path`` is not a usable image, or None if it is."""
     path = Path(path)
     try:
-        size = path.stat().st_size
-        if size == 0:
+        info = path.stat()
+    except OSError as err:  # missing, a dangling link, a symlink loop (ELOOP)
+        return f"unreadable ({err.strerror or one_line(err)})"
+    if stat.S_ISDIR(info.st_mode):
+        return "is a directory"
+    if not stat.S_ISREG(info.st_mode):
+        return "not a regular file (FIFO, socket or device)"  # opening a FIFO would wait forever
+    try:
+        if info.st_size == 0:
             return "empty file (0 bytes)"
         with open(path, "rb") as fh:
             with Image.open(fh) as im:
-                w, h = im.size
-                if w * h > MAX_PIXELS:
-                    return f"too large ({w}x{h} px > {MAX_PIXELS:,} px limit; decompression-bomb guard)"
-                if w == 0 or h == 0:
-                    return "image has no pixels"
+                if (problem := size_problem(*im.size)) is not None:
+                    return problem
                 with warnings.catch_warnings():
                     warnings.simplefilter("error", Image.DecompressionBombWarning)
                     im.load()
@@ -54,12 +96,16 @@ def inspect_image(path: str | Path) -> str | None:
     except (OSError, SyntaxError, ValueError, EOFError) as err:
         # PIL reports truncated or corrupt data as OSError/SyntaxError with its own message.
         return f"corrupt or truncated image ({one_line(err)})"
+    except Exception as err:  # noqa: BLE001 - any decoder failure (NotImplementedError, TypeError, ...)
+        # Damaged DDS/TIFF/... files make PIL's plugins raise types it never documents.
+        return f"corrupt or undecodable image ({type(err).__name__}: {one_line(err)})"
     return None
 
 
 def load_rgb(path: str | Path) -> Image.Image:
     """Open ``path`` as an upright 8-bit RGB image (first frame of an animation)."""
     with Image.open(os.fspath(path)) as im:
+        _check_size(im)  # before any pixel is decoded
         im.load()
         return _to_rgb(im)
 
@@ -82,6 +128,13 @@ def load_rgb_tensor(path: str | Path):
     data = Path(path).read_bytes()  # a missing or unreadable file raises OSError, as load_rgb does
     if data[:3] == _JPEG_MAGIC:
         try:
+            with Image.open(io.BytesIO(data)) as header:  # header only: the size, before decoding
+                _check_size(header)
+        except UnusableImage:
+            raise
+        except Exception:  # noqa: BLE001 - PIL cannot parse the header; decode_jpeg may still
+            pass
+        try:
             from torchvision.io import ImageReadMode, decode_jpeg
 
             with warnings.catch_warnings():
@@ -90,8 +143,8 @@ def load_rgb_tensor(path: str | Path):
                 warnings.simplefilter("ignore", DeprecationWarning)
                 return decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB,
                                    apply_exif_orientation=True)
-        except (ImportError, RuntimeError):
-            pass  # no decoder, or e.g. an arithmetic-coded or damaged JPEG that PIL may still read
+        except Exception:  # noqa: BLE001 - no decoder (ImportError), or a damaged or arithmetic-coded JPEG
+            pass  # (RuntimeError) that PIL may still read; PIL's verdict is the one that counts
     return pil_to_tensor(load_rgb(path))
 
 
@@ -107,8 +160,8 @@ def load_images(paths, transform, *, desc: str | None = None):
     try:
         return torch.stack([transform(load_rgb(path))
                             for path in tqdm(paths, desc=desc, unit="img", leave=False, disable=desc is None)])
-    except OSError as err:
-        raise PetprobeError(f"cannot read an image ({err}); rerun prepare") from None
+    except Exception as err:  # noqa: BLE001 - any decoder failure of a file that passed prepare
+        raise PetprobeError(f"cannot read an image ({type(err).__name__}: {one_line(err)}); rerun prepare") from None
 
 
 def _to_rgb(im: Image.Image) -> Image.Image:

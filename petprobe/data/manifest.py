@@ -12,10 +12,12 @@ from pathlib import Path
 import pandas as pd
 from tqdm import tqdm
 
+from petprobe.artefacts import SPLITS
+from petprobe.data.archives import printable_name
 from petprobe.data.datasets import assign_splits, cap_per_class
 from petprobe.data.images import inspect_image
 
-__all__ = ["check_candidates", "build_manifest"]
+__all__ = ["check_candidates", "build_manifest", "minimum_data_problem"]
 
 
 def check_candidates(raw: Path, candidates) -> tuple[list, list[dict]]:
@@ -30,10 +32,33 @@ def check_candidates(raw: Path, candidates) -> tuple[list, list[dict]]:
         reason = inspect_image(path) if path.exists() or path.is_symlink() else "file missing"
         reason = reason or cand.problem or _name_problem(cand.path)
         if reason:
-            rejected.append({"path": _printable(path.as_posix()), "reason": reason})
+            rejected.append({"path": printable_name(path.as_posix()), "reason": reason})
         else:
             usable.append(cand)
     return usable, rejected
+
+
+def minimum_data_problem(manifest: pd.DataFrame, classes: list[str], *, official_test: bool) -> str | None:
+    """Why the usable images are too few to train and evaluate on, or None.
+
+    At least two classes, and every class needs a train image (to be learned) and a val image
+    (the heads pick C / stop early on val); without an official test split every class needs a
+    test image too. An official split may leave a class out of test (the Oxford-IIIT Pet sample
+    does), but the test split as a whole must not be empty.
+    """
+    if len(classes) < 2:
+        return f"{len(classes)} class ({', '.join(classes) or 'none'}); a classifier needs at least 2 class folders"
+    needed = ("train", "val") if official_test else SPLITS
+    counts = manifest.groupby(["label", "split"]).size()
+    for label in classes:
+        n = {split: int(counts.get((label, split), 0)) for split in SPLITS}
+        if missing := [split for split in needed if n[split] == 0]:
+            return (f"class '{label}' has {sum(n.values())} usable image(s) (train {n['train']}, val {n['val']}, "
+                    f"test {n['test']}): none in {' and '.join(missing)}; every class needs at least one usable "
+                    f"image in each of {', '.join(needed)}")
+    if not (manifest.split == "test").any():
+        return "the test split is empty"
+    return None
 
 
 def _name_problem(name: str) -> str | None:
@@ -43,11 +68,6 @@ def _name_problem(name: str) -> str | None:
     except UnicodeEncodeError:
         return "file name is not valid UTF-8; rename the file"
     return None
-
-
-def _printable(name: str) -> str:
-    """The name with undecodable bytes shown as \\xNN, so rejected.csv can always list it."""
-    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def build_manifest(raw: Path, usable, *, val_fraction, test_fraction, seed, max_per_class) -> pd.DataFrame:

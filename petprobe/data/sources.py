@@ -2,7 +2,9 @@
 
 ``choose_source`` resolves ``data.source`` for one dataset (checked before anything is written);
 ``populate`` fills an empty folder with the dataset in its official layout and returns what
-SOURCE.json records: where the files came from, the archives' checksums, and a digest of the tree.
+SOURCE.json records: where the files came from, the archives' checksums, a digest of the tree,
+and the files a copy left out (``skipped``: links, FIFOs, names that are not UTF-8), which
+prepare lists in rejected.csv.
 """
 
 from __future__ import annotations
@@ -39,20 +41,23 @@ def populate(spec: DatasetSpec, source: str, mirror: Path, target: Path, downloa
     Archives (and partial downloads, for resume) are kept in ``downloads``, outside ``target``.
     """
     record: dict = {"dataset": spec.name, "title": spec.title, "source": source}
+    skipped: list[dict] = []
     if source == "folder":
         folder = Path(spec.local_path).expanduser()
         if not folder.is_dir():
             raise PetprobeError(f"imagefolders.{spec.name}: {folder} is not a folder")
         record["location"] = spec.local_path
-        copy_tree(folder, target)
+        _, skipped = copy_tree(folder, target)
     elif source == "mirror":
         record["location"] = str(mirror / spec.mirror_dir)
-        copy_tree(mirror / spec.mirror_dir, target / spec.raw_subdir)
+        _, skipped = copy_tree(mirror / spec.mirror_dir, target / spec.raw_subdir)
+        # Relative to the raw folder, as prepare lists files.
+        skipped = [{**row, "path": f"{spec.raw_subdir}/{row['path']}".lstrip("/")} for row in skipped]
     else:
         record["archives"] = []
         for archive in spec.archives:
             got, url = fetch_archive(archive, downloads)
-            extract(got.path, target)
+            extract(got.path, target, skipped=skipped)
             record["archives"].append({"url": url, "file": archive.filename, "bytes": got.bytes,
                                        "md5": got.md5, "md5_published": archive.md5, "sha256": got.sha256,
                                        "bytes_pinned": archive.size, "sha256_pinned": archive.sha256})
@@ -60,4 +65,6 @@ def populate(spec: DatasetSpec, source: str, mirror: Path, target: Path, downloa
     if files == 0:
         raise PetprobeError(f"{spec.name}: the {source} source gave no files")
     record.update(files=files, bytes=size, tree_sha256=digest)
+    if skipped:  # only then, so a clean copy's SOURCE.json (and its DVC hash) is as before
+        record["skipped"] = skipped
     return record

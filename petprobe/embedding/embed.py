@@ -23,7 +23,7 @@ from petprobe.artefacts import Artefacts
 from petprobe.backbones import Backbone, get_backbone
 from petprobe.data.images import load_rgb_tensor
 from petprobe.device import Precision
-from petprobe.errors import PetprobeError
+from petprobe.errors import PetprobeError, one_line
 
 __all__ = ["ImageFiles", "fold_batchnorm", "image_batches", "embed_images", "embedding_backbone"]
 
@@ -45,8 +45,8 @@ class ImageFiles(Dataset):
     def __getitem__(self, i: int) -> torch.Tensor | str:
         try:
             return self.preprocessing.crop_uint8(load_rgb_tensor(self.paths[i]))
-        except OSError as err:
-            return f"cannot read {self.paths[i]} ({err}); rerun prepare"
+        except Exception as err:  # noqa: BLE001 - any decoder failure: one line, never a worker traceback
+            return f"cannot read {self.paths[i]} ({type(err).__name__}: {one_line(err)}); rerun prepare"
 
 
 def _collate(items: list) -> tuple[torch.Tensor | None, str | None]:
