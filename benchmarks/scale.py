@@ -310,7 +310,7 @@ def copy_worktree(dest: Path) -> None:
             shutil.copy2(src, dest / name)
 
 
-def run_size(label: str, mirror: Path, counts: dict[str, int], workdir: Path) -> dict:
+def run_size(label: str, mirror: Path, counts: dict[str, int], workdir: Path, targets: list[str] = ()) -> dict:
     slug = label.replace("/", "_")
     work = Path(tempfile.mkdtemp(prefix=f"repo-{slug}-", dir=workdir))
     try:
@@ -325,7 +325,7 @@ def run_size(label: str, mirror: Path, counts: dict[str, int], workdir: Path) ->
                "PYTHONPATH": str(work)}
         log = open(workdir / f"repro-{slug}.log", "w")
         t0 = time.perf_counter()
-        proc = psutil.Popen(["dvc", "repro"], cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT)
+        proc = psutil.Popen(["dvc", "repro", *targets], cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT)
         with ProcessSampler(proc) as sampler:
             # A snapshot every 20 s: a full-size run stopped early still shows the stages it finished.
             while (rc := proc.poll()) is None:
@@ -359,7 +359,8 @@ def run_size(label: str, mirror: Path, counts: dict[str, int], workdir: Path) ->
         return {"label": label, "counts": counts, "total_seconds": round(total, 1),
                 "peak_pss_total_mb": round(sampler.peak_total / 2**20, 1),
                 "cache_mb": round(_du(work / ".dvc" / "cache") / 2**20, 1), "stages": stages,
-                "metrics": {ds: json.loads((work / f"metrics/{ds}.json").read_text()) for ds in counts}}
+                "metrics": {ds: json.loads((work / f"metrics/{ds}.json").read_text())
+                            for ds in counts if (work / f"metrics/{ds}.json").exists()}}
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -414,6 +415,7 @@ def main() -> None:
     ap.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "petprobe-scale")
     ap.add_argument("--fractions", type=float, nargs="+", default=[0.125, 1.0, 0.5],
                     help="sizes as fractions of the full datasets, run in this order (default: 1/8, full, 1/2)")
+    ap.add_argument("--targets", nargs="*", default=[], help="dvc repro only these stages (and what they need)")
     ap.add_argument("--workers", type=int, default=2, help="processes writing the mirrors' variants")
     ap.add_argument("--mirrors-only", action="store_true", help="build the full mirrors and stop")
     ap.add_argument("--table", action="store_true", help="print the table of <workdir>/results.json and stop")
@@ -447,7 +449,7 @@ def main() -> None:
         mirror = full if fraction >= 1 else workdir / f"mirror-{round(1 / fraction)}"
         counts = fraction_mirror(full, fraction, mirror)
         print(f"size {label}: {counts} ... dvc repro", file=sys.stderr)
-        result = run_size(label, mirror, counts, workdir)
+        result = run_size(label, mirror, counts, workdir, args.targets)
         results = [r for r in results if r["label"] != label] + [result]
         results_path.write_text(json.dumps(results, indent=1))
         print(f"size {label}: {result['total_seconds']:.0f} s", file=sys.stderr)
