@@ -26,7 +26,7 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from tqdm import tqdm
+from petprobe.progress import progress as progress_bar
 
 from petprobe.checksums import CHUNK, file_digests
 from petprobe.errors import PetprobeError, one_line
@@ -151,9 +151,9 @@ def _stream(url: str, part: Path, *, timeout: float, progress: bool) -> None:
         length = response.headers.get("Content-Length")
         total = start + int(length) if length is not None else None
         received = start
-        with open(part, "r+b" if start else "wb") as fh, tqdm(total=total, initial=start, unit="B", unit_scale=True,
-                                                              desc=part.name.removesuffix(".part"),
-                                                              disable=not progress) as bar:
+        with open(part, "r+b" if start else "wb") as fh, progress_bar(
+                total=total, initial=start, unit="B", unit_scale=True, desc=part.name.removesuffix(".part"),
+                disable=not progress) as bar:
             fh.seek(start)
             fh.truncate()
             while chunk := response.read(CHUNK):
@@ -238,7 +238,7 @@ def _write_members(archive: Path, handle, checked, read, target: Path, max_bytes
     written = files = 0
     target.mkdir(parents=True, exist_ok=True)
     root = target.resolve()
-    for path, member, is_dir, size in tqdm(checked, desc=f"unpack {archive.name}", unit="file", leave=False):
+    for path, member, is_dir, size in progress_bar(checked, desc=f"unpack {archive.name}", unit="file", leave=False):
         out = target.joinpath(*path.parts)
         if not out.resolve().is_relative_to(root):
             raise PetprobeError(f"{archive.name}: member {path} would land outside {target}")
@@ -290,7 +290,7 @@ def copy_tree(src: Path, dst: Path) -> int:
         dirs.sort()
         files += [Path(folder, name) for name in names if Path(folder, name).is_file()]
     n = 0
-    for path in tqdm(sorted(files), desc=f"copy {src.name}", unit="file", leave=False):
+    for path in progress_bar(sorted(files), desc=f"copy {src.name}", unit="file", leave=False):
         out = dst / path.relative_to(src)
         out.parent.mkdir(parents=True, exist_ok=True)
         try:

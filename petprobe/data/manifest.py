@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
-from tqdm import tqdm
+from petprobe.progress import progress
 
 from petprobe.data.datasets import assign_splits, cap_per_class
 from petprobe.data.images import inspect_image
@@ -25,7 +25,7 @@ def check_candidates(raw: Path, candidates) -> tuple[list, list[dict]]:
     would also have excluded it.
     """
     usable, rejected = [], []
-    for cand in tqdm(candidates, desc="check images", unit="img"):
+    for cand in progress(candidates, desc="check images", unit="img"):
         path = raw / cand.path
         reason = inspect_image(path) if path.exists() or path.is_symlink() else "file missing"
         reason = reason or cand.problem or _name_problem(cand.path)

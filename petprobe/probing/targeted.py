@@ -38,7 +38,7 @@ def attack_pairs(model: nn.Module, attacks: dict[str, Attack], manifest, classes
         goal_t = torch.full_like(goal, transfer_classes.index(target)) if known else None
         adversarial, results = run_attacks(attacks, images, goal, transfer=transfer if goal_t is not None else None,
                                            transfer_targets=goal_t, batch_size=batch_size,
-                                           desc=f"{source}->{target} ({len(images)} images)")
+                                           desc=f"attacks {source}->{target} ({len(images)} images)")
         row = report[f"{source}_to_{target}"] = {"n_images": len(images)}
         if goal_t is not None:  # how often the transfer model is right on the originals: its baseline
             clean = predict_proba(transfer, images, batch_size=16).argmax(1) == transfer_classes.index(source)

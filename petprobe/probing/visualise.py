@@ -24,7 +24,7 @@ from typing import Callable, Sequence
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from tqdm import tqdm
+from petprobe.progress import progress
 
 __all__ = ["pixel_image", "fourier_image", "color_sqrt", "pad", "jitter", "random_scale", "random_rotate",
            "compose", "standard_transforms", "Objective", "class_logit", "class_log_prob", "total_variation",
@@ -227,7 +227,7 @@ def render(model: nn.Module, objective: Objective, param_f: Callable, transforms
     was_training = model.training
     model.eval()
     try:
-        for _ in tqdm(range(steps), desc=desc, unit="step"):
+        for _ in progress(range(steps), desc=desc, unit="step", leave=False):
             image = image_f()
             score = objective(model(transform(image, generator)), image).sum()
             # autograd.grad: only the image parameters get gradients, never the model's buffers.
