@@ -134,6 +134,11 @@ class Artefacts:
     def render_eps(self) -> Path:
         return self.metrics / "render_eps.json"
 
+    @property
+    def render_headline(self) -> Path:
+        """A few render numbers for the metrics table (the full report is render_report)."""
+        return self.metrics / "render_headline.json"
+
     @staticmethod
     def trained(root: Path = Path(".")) -> list[str]:
         """Datasets with a models folder under ``root``."""
