@@ -140,6 +140,16 @@ class Artefacts:
         return self.metrics / "render_headline.json"
 
     @staticmethod
+    def find_root(start: Path | str = ".") -> Path:
+        """The petprobe repository holding ``start``: the nearest folder, upward, with dvc.yaml and params.yaml."""
+        here = Path(start).resolve()
+        for folder in (here, *here.parents):
+            if (folder / "dvc.yaml").is_file() and (folder / "params.yaml").is_file():
+                return folder
+        raise PetprobeError(f"no petprobe repository (a folder with dvc.yaml and params.yaml) at or above {here}; "
+                            "run from inside the repository or pass --repo")
+
+    @staticmethod
     def trained(root: Path = Path(".")) -> list[str]:
         """Datasets with a models folder under ``root``."""
         return sorted(p.name for p in (root / "data" / "models").glob("*") if p.is_dir())
