@@ -140,6 +140,11 @@ class Artefacts:
         return self.metrics / "render_headline.json"
 
     @staticmethod
+    def report_page(root: Path = Path(".")) -> Path:
+        """The offline HTML page of every dataset's results (the report stage)."""
+        return root / "data" / "report" / "index.html"
+
+    @staticmethod
     def find_root(start: Path | str = ".") -> Path:
         """The petprobe repository holding ``start``: the nearest folder, upward, with dvc.yaml and params.yaml."""
         here = Path(start).resolve()
