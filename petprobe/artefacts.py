@@ -118,6 +118,10 @@ class Artefacts:
         """What an optional comparison stage (``finetune``, ``scratch``) wrote."""
         return self.metrics / f"{name}.json"
 
+    def head_headline(self, name: str) -> Path:
+        """One head's headline numbers (``dvc metrics show``: a row per head and dataset)."""
+        return self.metrics / name / "headline.json"
+
     def head_report(self, name: str) -> Path:
         """Folder of one head's evaluation tables and figures."""
         return self.metrics / name

@@ -273,7 +273,7 @@ def ideal_images_of(models: dict[str, tuple[nn.Module, list[str], list[int]]], *
     for prefix, (model, names, index) in models.items():
         for method, images in ideal_images(model, index, size=size, steps=steps, lr=lr, seed=seed,
                                            tv_weight=tv_weight, l2_weight=l2_weight, color=color, device=device,
-                                           desc=f"ideal {prefix}").items():
+                                           desc=f"ideal images{', ImageNet classes,' if prefix else ''}").items():
             p = predict_proba(model, images, batch_size=16)[torch.arange(len(index)), index]
             ideal[prefix + method] = (images, names, p)
             report[prefix + method] = {n: round(float(v), 6) for n, v in zip(names, p)}

@@ -1,6 +1,6 @@
 """One self-contained HTML page of an experiment's results, readable offline.
 
-``collect`` asks DVC for what dvc.yaml declares (``dvc metrics show --json`` and
+``collect`` reads evaluate's summaries (metrics/<ds>.json) and asks DVC for what dvc.yaml declares (``dvc metrics show --json`` and
 ``dvc plots show --json``, the public JSON of the two commands), so the page shows exactly the
 named plots, titles and axis labels of ``dvc plots show``, plus every declared metric.
 ``render_page`` turns that into HTML: the headline table of every dataset and head, each
@@ -37,9 +37,11 @@ PNG_LIMIT = 1_000_000  # bytes: larger pictures go into the page as JPEG
 
 @dataclass
 class Readouts:
-    """What the page shows: metrics per file, plots by name (Vega-Lite specs or PNG bytes), DVC's errors."""
+    """What the page shows: declared metrics per file, every dataset's summary (metrics/<ds>.json),
+    plots by name (Vega-Lite specs or PNG bytes), DVC's errors."""
 
     metrics: dict[str, dict] = field(default_factory=dict)
+    summaries: dict[str, dict] = field(default_factory=dict)
     charts: dict[str, dict] = field(default_factory=dict)
     images: dict[str, bytes] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
@@ -61,6 +63,9 @@ def collect(root: Path | str = ".") -> Readouts:
     """Every declared metric and plot of the workspace at ``root``."""
     root = Path(root)
     out = Readouts()
+    # evaluate's full summary of each dataset (every head, comparisons included): the headline table.
+    for path in sorted((root / "metrics").glob("*.json")):
+        out.summaries[path.relative_to(root).as_posix()] = json.loads(path.read_text())
     shown = _dvc_json(root, "metrics", "show")
     for rev in shown.values():
         for path, entry in (rev.get("data") or {}).items():
@@ -156,7 +161,7 @@ def _flat(data, prefix: str = ""):
 def _other_metrics(metrics: dict[str, dict]) -> str:
     parts = []
     for path, data in sorted(metrics.items()):
-        if _dataset_of(path) is not None:
+        if _dataset_of(path) is not None or path.endswith("/headline.json"):  # in the headline table
             continue
         rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{_number(v)}</td></tr>" for k, v in _flat(data))
         parts.append(f"<h3>{html.escape(path)}</h3><table>{rows}</table>")
@@ -174,7 +179,7 @@ img{max-width:100%;border:1px solid #eee}.errors{color:#a00}
 
 def render_page(readouts: Readouts, *, title: str) -> str:
     """The HTML page (one string, nothing external)."""
-    sections = [f"<h1>{html.escape(title)}</h1>", "<h2>Headline numbers</h2>", _headline_table(readouts.metrics)]
+    sections = [f"<h1>{html.escape(title)}</h1>", "<h2>Headline numbers</h2>", _headline_table(readouts.summaries)]
     if other := _other_metrics(readouts.metrics):
         sections += ["<h2>Other metrics</h2>", other]
     if readouts.charts:
