@@ -9,8 +9,9 @@ One call, ``progress(...)``, with tqdm's own arguments::
 
 On a terminal it is a plain tqdm bar. When stderr is not a terminal (CI, ``dvc repro > log 2>&1``)
 it writes whole lines instead of ``\\r`` redraws: ``desc: count/total (pct) [elapsed<ETA, rate]``,
-at most one line every ``LOG_INTERVAL`` seconds across all bars of the process, plus one closing
-line per bar that is left (``leave=True``, tqdm's default). A stage's short inner loops pass
+at most one line every ``LOG_INTERVAL`` seconds across all bars of the process (a long bar's lines
+spread out further: half its age apart), plus one closing line per bar that is left
+(``leave=True``, tqdm's default). A stage's short inner loops pass
 ``leave=False`` so only the stage's own summary line reports them.
 ``PETPROBE_PROGRESS=bar|log|off`` overrides the terminal check.
 """
@@ -39,6 +40,7 @@ class _LogLines(tqdm):
                    if kwargs.get("total") else "{n_fmt} {unit} [{elapsed}, {rate_fmt}]")
         kwargs.update(mininterval=LOG_INTERVAL, miniters=1, dynamic_ncols=False, bar_format="{desc}: " + counted)
         self._closing = False
+        self._started = self._last_own = time.monotonic()
         super().__init__(*args, **kwargs)
 
     def display(self, msg=None, pos=None):
@@ -46,8 +48,12 @@ class _LogLines(tqdm):
             return False
         now = time.monotonic()
         if not self._closing:
-            if self.n == 0 or now - _last_line[0] < LOG_INTERVAL:
+            # Every LOG_INTERVAL s at first, then spaced by half the bar's age (10, 20, 30, 45, 68 s...):
+            # a slow machine's hour-long step writes about 15 lines, not 360.
+            gap = max(LOG_INTERVAL, 0.5 * (now - self._started)) if LOG_INTERVAL > 0 else 0.0  # 0: every update
+            if self.n == 0 or now - _last_line[0] < LOG_INTERVAL or now - self._last_own < gap:
                 return True
+            self._last_own = now
         _last_line[0] = now
         # tqdm's close() ends the closing line itself.
         self.fp.write((msg or self.__str__()).strip() + ("" if self._closing else "\n"))
