@@ -138,6 +138,10 @@ class Artefacts:
         """What an optional comparison stage (``finetune``, ``scratch``) wrote."""
         return self.metrics / f"{name}.json"
 
+    def head_headline(self, name: str) -> Path:
+        """One head's headline numbers (``dvc metrics show``: a row per head and dataset)."""
+        return self.metrics / name / "headline.json"
+
     def head_report(self, name: str) -> Path:
         """Folder of one head's evaluation tables and figures."""
         return self.metrics / name
@@ -153,6 +157,26 @@ class Artefacts:
     @property
     def render_eps(self) -> Path:
         return self.metrics / "render_eps.json"
+
+    @property
+    def render_headline(self) -> Path:
+        """A few render numbers for the metrics table (the full report is render_report)."""
+        return self.metrics / "render_headline.json"
+
+    @staticmethod
+    def report_page(root: Path = Path(".")) -> Path:
+        """The offline HTML page of every dataset's results (the report stage)."""
+        return root / "data" / "report" / "index.html"
+
+    @staticmethod
+    def find_root(start: Path | str = ".") -> Path:
+        """The petprobe repository holding ``start``: the nearest folder, upward, with dvc.yaml and params.yaml."""
+        here = Path(start).resolve()
+        for folder in (here, *here.parents):
+            if (folder / "dvc.yaml").is_file() and (folder / "params.yaml").is_file():
+                return folder
+        raise PetprobeError(f"no petprobe repository (a folder with dvc.yaml and params.yaml) at or above {here}; "
+                            "run from inside the repository or pass --repo")
 
     @staticmethod
     def trained(root: Path = Path(".")) -> list[str]:

@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
+from petprobe import __version__
 from petprobe.errors import PetprobeError
 
 __all__ = ["main", "build_parser", "predict_command", "backbones_command"]
@@ -17,11 +19,15 @@ __all__ = ["main", "build_parser", "predict_command", "backbones_command"]
 
 def predict_command(args: argparse.Namespace) -> int:
     """Print the top-k classes of every image; 1 if any file could not be classified."""
+    from petprobe.artefacts import Artefacts
     from petprobe.predict import Predictor, image_files  # imports torch: only for this subcommand
 
     if args.top_k < 1:
         raise PetprobeError("--top-k must be at least 1")
-    predictor = Predictor.for_dataset(args.dataset, args.model)
+    root = Artefacts.find_root(args.repo if args.repo is not None else Path.cwd())
+    if args.repo is not None and root != Path(args.repo).resolve():
+        raise PetprobeError(f"--repo {args.repo}: no dvc.yaml and params.yaml there")
+    predictor = Predictor.for_dataset(args.dataset, args.model, root=root)
     results = predictor.predict(image_files(args.paths), top_k=args.top_k)
     for result in results:
         if result.error is not None:
@@ -60,16 +66,20 @@ def backbones_command(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="petprobe", description="Frozen pretrained backbones + cheap heads.")
+    parser.add_argument("--version", action="version", version=f"petprobe {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     predict = commands.add_parser(
         "predict", help="classify image files with a trained pipeline",
         description="Classify images with the backbone and head trained by `dvc repro` "
-                    "(data/embeddings/<ds>/meta.json names the backbone). Run from the repository root.")
+                    "(data/embeddings/<ds>/meta.json names the backbone). The repository is found from the "
+                    "current folder upward, or given with --repo.")
     predict.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders (searched recursively)")
     predict.add_argument("--dataset", required=True, help="the dataset whose trained model to use, e.g. pets")
     predict.add_argument("--model", choices=("head", "logreg"), default="head",
                          help="torch head or logistic regression (default: head)")
+    predict.add_argument("--repo", metavar="DIR",
+                         help="the petprobe repository (default: the current folder or the nearest one above it)")
     predict.add_argument("--top-k", type=int, default=3, help="classes shown per image (default: 3)")
     predict.add_argument("--json", action="store_true", help="print one JSON list instead of text lines")
     predict.set_defaults(func=predict_command)

@@ -3,7 +3,8 @@
 Reads evaluate.grid_images. Writes metrics/<ds>.json: {n_test, n_rejected, logreg: {top1,
 balanced_accuracy, top3, top5, log_loss, ece, C}, head: {...}} plus, when the comparison stages
 are switched on, finetune: {...} and scratch: {...} (read from metrics/<ds>/<name>.json). Per head
-in metrics/<ds>/<head>/: per_class.csv (precision, recall, F1), confusion.csv (a DVC confusion
+in metrics/<ds>/<head>/: headline.json (n_test, top1, balanced_accuracy, log_loss, ece: the rows of
+`dvc metrics show`; metrics/<ds>.json is the full summary), per_class.csv (precision, recall, F1), confusion.csv (a DVC confusion
 plot) and misclassified.png; and metrics/<ds>/samples.png, training images of every class.
 """
 
@@ -18,7 +19,7 @@ from petprobe.labels import align_proba
 from petprobe.outputs import write_csv, write_json
 from petprobe.params import load_params
 from petprobe.reporting.figures import class_samples_grid, misclassified_grid, save_figure
-from petprobe.reporting.metrics import confusion, per_class_report, summary
+from petprobe.reporting.metrics import confusion, headline, per_class_report, summary
 
 COMPARISONS = ("finetune", "scratch")
 
@@ -47,6 +48,8 @@ def main(ds: str) -> None:
         if (metrics := artefacts.read_comparison(name)) is not None:
             report[name] = metrics
     write_json(artefacts.summary_json, report)
+    for name in heads:
+        write_json(artefacts.head_headline(name), headline(report[name], report["n_test"]))
 
     # About grid_images tiles in all, at least one per class.
     save_figure(class_samples_grid(train.path.tolist(), train.label.to_numpy(), classes,

@@ -32,6 +32,7 @@ def main(ds: str) -> None:
     cfg, embed, artefacts = params.finetune, params.embed, Artefacts(ds)
     if not cfg.enabled:
         write_json(artefacts.comparison("finetune"), {"enabled": False})
+        print(f"finetune@{ds}: switched off (dvc exp run -S finetune.enabled=true)", file=sys.stderr)
         return
 
     manifest, _ = artefacts.read_manifest()

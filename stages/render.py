@@ -4,7 +4,9 @@ Reads render.* and logreg.c_min/c_max/c_steps/max_iter (the transfer backbone's 
 as train_logreg trains the main one). Writes data/render/<ds>/ideal.png and
 attack_<source>_to_<target>.png (captioned grids), metrics/<ds>/render.json (p(target) of each
 ideal image; per pair and attack: success, p(target), L-inf/L2 of the perturbation, success after
-an 8-bit PNG round trip, transfer success) and metrics/<ds>/render_eps.json (success vs eps, a plot).
+an 8-bit PNG round trip, transfer success), metrics/<ds>/render_eps.json (success vs eps, a plot) and
+metrics/<ds>/render_headline.json (PGD and transfer success at 4/255, mean ideal-image p: the only
+render numbers in `dvc metrics show`).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from petprobe.params import load_params
 from petprobe.probing.attacks import attack_suite
 from petprobe.probing.classifier import imagenet_classifier, pixel_classifier, pixel_transforms
 from petprobe.probing.sheets import ideal_sheet
-from petprobe.probing.targeted import attack_pairs, success_by_eps
+from petprobe.probing.targeted import attack_pairs, render_headline, success_by_eps
 from petprobe.probing.transfer import pick_transfer_backbone, transfer_classifier
 from petprobe.probing.visualise import color_sqrt, ideal_images_of
 
@@ -74,7 +76,9 @@ def main(ds: str) -> None:
         for name, sheet in sheets.items():
             sheet.save(out / f"attack_{name}.png")
     write_json(artefacts.render_report, report)
-    write_json(artefacts.render_eps, success_by_eps(attacks, pooled))
+    eps_rows = success_by_eps(attacks, pooled)
+    write_json(artefacts.render_eps, eps_rows)
+    write_json(artefacts.render_headline, render_headline(eps_rows, ideal_report))
     print(f"render@{ds}: {sum(len(v[1]) for v in ideal.values())} ideal images, {len(sheets)} attack pairs on "
           f"{device.type} in {time.perf_counter() - started:.0f}s", file=sys.stderr)
 

@@ -29,6 +29,7 @@ def main(ds: str) -> None:
     cfg, artefacts = params.scratch, Artefacts(ds)
     if not cfg.enabled:
         write_json(artefacts.comparison("scratch"), {"enabled": False})
+        print(f"scratch@{ds}: switched off (dvc exp run -S scratch.enabled=true)", file=sys.stderr)
         return
 
     manifest, classes = artefacts.read_manifest()

@@ -7,6 +7,7 @@ and metrics/<ds>/logreg_search.json (validation accuracy and log loss per C, a D
 
 from __future__ import annotations
 
+import math
 import sys
 
 from petprobe.artefacts import Artefacts
@@ -29,7 +30,7 @@ def main(ds: str) -> None:
     head.save(artefacts.model("logreg"))
     # One row per C: a DVC plot of the search, not metrics (they would swamp `dvc metrics diff`).
     write_json(artefacts.logreg_search, [
-        {"C": round(c, 8), "val_accuracy": round(head.val_scores_[c], 6), "val_log_loss": round(head.val_log_loss_[c], 6),
+        {"C": round(c, 8), "log10_C": round(math.log10(c), 4), "val_accuracy": round(head.val_scores_[c], 6), "val_log_loss": round(head.val_log_loss_[c], 6),
          "within_one_se": head.val_scores_[c] >= max(head.val_scores_.values()) - head.val_tolerance_ - 1e-12,
          "chosen": c == head.C_}
         for c in head.val_scores_

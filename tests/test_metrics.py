@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from petprobe.reporting.metrics import (balanced_accuracy, confusion, expected_calibration_error, log_loss, per_class_report,
+from petprobe.reporting.metrics import (balanced_accuracy, headline, confusion, expected_calibration_error, log_loss, per_class_report,
                             summary, top_k_accuracy)
 
 CLASSES = ["a", "b", "c"]
@@ -80,3 +80,10 @@ def test_logreg_takes_c_from_the_middle_of_the_best_val_plateau():
     # Every C separates the two clouds on val: the plateau is the whole grid, its middle is C = 1.
     assert set(head.val_scores_.values()) == {1.0}
     assert head.C_ == 1.0 and head.val_tolerance_ == 0.0
+
+
+def test_headline_keeps_the_table_columns_and_their_intervals():
+    numbers = {"top1": 0.9, "top1_ci95": [0.8, 0.95], "balanced_accuracy": 0.88, "top3": 1.0, "top5": 1.0,
+               "log_loss": 0.3, "ece": 0.05, "C": 0.1}
+    assert headline(numbers, 40) == {"n_test": 40, "top1": 0.9, "top1_ci95": [0.8, 0.95], "balanced_accuracy": 0.88,
+                                     "log_loss": 0.3, "ece": 0.05}

@@ -14,6 +14,9 @@ import yaml
 
 from conftest import DATASETS, copy_repo, make_quick
 
+# The whole pipeline in a copy of the repo: minutes. `python -m pytest -m "not slow"` leaves it out.
+pytestmark = pytest.mark.slow
+
 
 def run(cmd, cwd, env):
     result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)

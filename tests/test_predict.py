@@ -6,12 +6,13 @@ import shutil
 import numpy as np
 import pytest
 
+import petprobe
 from petprobe.backbones import get_backbone
 from petprobe.cli import main
 from petprobe.heads.logreg import LogRegHead
 from petprobe.heads.torch_head import TorchHead
 from petprobe.outputs import write_json
-from tests.conftest import PETIMAGES
+from tests.conftest import PETIMAGES, REPO
 
 BROKEN = PETIMAGES / "Dog" / "11702.jpg"  # truncated JPEG shipped in the PetImages archive
 EMPTY = PETIMAGES / "Cat" / "666.jpg"  # 0 bytes, also in the archive
@@ -21,6 +22,8 @@ EMPTY = PETIMAGES / "Cat" / "666.jpg"  # 0 bytes, also in the archive
 def pipeline(tmp_path_factory, cat_dog_embeddings):
     """data/embeddings/catsdogs/meta.json + data/models/catsdogs/{head.pt,head.json,logreg.npz}."""
     root = tmp_path_factory.mktemp("repo")
+    for name in ("dvc.yaml", "params.yaml"):  # what marks a petprobe repository for find_root
+        shutil.copy(REPO / name, root / name)
     backbone = get_backbone("efficientnet_lite0")
     write_json(root / "data/embeddings/catsdogs/meta.json", {
         "backbone": backbone.name, "weights": {"sha256": backbone.weights.sha256},
@@ -89,6 +92,31 @@ def test_logreg_model_and_missing_pipeline(pipeline, capsys, monkeypatch, tmp_pa
     assert status == 2 and out == ""
     assert "no trained pipeline for dataset 'pets'" in err and "dvc repro" in err and "(trained: catsdogs)" in err
 
-    monkeypatch.chdir(tmp_path)
-    status, _, err = run(capsys, PETIMAGES / "Dog" / "3.jpg", "--dataset", "catsdogs")
+    empty = tmp_path / "empty-repo"
+    empty.mkdir()
+    for name in ("dvc.yaml", "params.yaml"):
+        shutil.copy(root / name, empty / name)
+    status, _, err = run(capsys, PETIMAGES / "Dog" / "3.jpg", "--dataset", "catsdogs", "--repo", empty)
     assert status == 2 and "run `dvc repro` first (trained: none)" in err
+
+
+def test_finds_the_repository_upward_or_from_repo(pipeline, capsys, monkeypatch, tmp_path):
+    root, _ = pipeline
+    inside = root / "data" / "models"
+    monkeypatch.chdir(inside)  # below the repository root: found upward
+    status, out, _ = run(capsys, PETIMAGES / "Dog" / "3.jpg", "--dataset", "catsdogs", "--top-k", "1")
+    assert status == 0 and ": Dog " in out
+
+    monkeypatch.chdir(tmp_path)  # outside any repository: one line, unless --repo names it
+    status, out, err = run(capsys, PETIMAGES / "Dog" / "3.jpg", "--dataset", "catsdogs")
+    assert status == 2 and out == "" and err.startswith("petprobe: error: no petprobe repository")
+    status, out, _ = run(capsys, PETIMAGES / "Dog" / "3.jpg", "--dataset", "catsdogs", "--repo", root)
+    assert status == 0 and ": Dog " in out
+    status, _, err = run(capsys, PETIMAGES / "Dog" / "3.jpg", "--dataset", "catsdogs", "--repo", inside)
+    assert status == 2 and "--repo" in err
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["--version"])
+    assert stop.value.code == 0 and capsys.readouterr().out.strip() == f"petprobe {petprobe.__version__}"

@@ -58,4 +58,9 @@ def test_render_writes_grids_metrics_and_the_eps_curve(rendered):
     assert pair["pgd_8"]["linf"] == pytest.approx(8 / 255, abs=1e-6)
     curve = json.loads((rendered / "metrics/catsdogs/render_eps.json").read_text())
     assert [row["eps_255"] for row in curve] == [4, 8]
+    # The few numbers `dvc metrics show` carries come from the same pooled rows and ideal images.
+    top = json.loads((rendered / "metrics/catsdogs/render_headline.json").read_text())
+    assert top["pgd_4"] == {"success": curve[0]["success"], "transfer_success": curve[0]["transfer_success"]}
+    ideal = [p for kind in ("pixel", "fourier") for p in report["ideal"][kind].values()]
+    assert top["ideal_p"] == pytest.approx(sum(ideal) / len(ideal), abs=1e-6)
     assert all(0 <= row["success"] <= 1 and row["n_images"] >= 1 for row in curve)

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from petprobe.backbones import get_backbone
-from petprobe.reporting.figures import misclassified_grid, save_figure
+from petprobe.probing.sheets import amplify, attack_sheet
+from petprobe.reporting.figures import DPI, MIN_WIDTH, misclassified_grid, save_figure
 from petprobe.data.images import load_rgb
 from petprobe.errors import PetprobeError
 from petprobe.reporting.curves import write_curves
@@ -77,3 +78,30 @@ def test_torchvision_last_block_split_recomposes_the_network(name, architecture)
 def test_vgg16_has_no_last_block_split():
     with pytest.raises(PetprobeError, match="no last-block split"):
         get_backbone("vgg16").split_last_block(torch.nn.Identity())
+
+
+def test_a_one_tile_grid_keeps_its_whole_title(tmp_path):
+    title = "catsdogs test, logreg: most confident mistakes (a title of some length)"
+    fig = misclassified_grid([str(PETIMAGES / "Cat" / "1.jpg")], ["Cat"], np.array([[0.2, 0.8]]), ["Cat", "Dog"],
+                             limit=16, title=title)
+    fig.canvas.draw()
+    box = fig._suptitle.get_window_extent()
+    assert fig.get_figwidth() >= MIN_WIDTH
+    assert 0 <= box.x0 and box.x1 <= fig.get_figwidth() * DPI  # not cut on either side
+
+
+def test_attack_sheet_amplifies_every_perturbation_alike_in_at_most_six_columns():
+    images = torch.full((1, 3, 8, 8), 0.5)
+    steps = {f"pgd_{e}": e / 255 for e in (1, 2, 4, 8)}
+    adversarial = {name: images + eps for name, eps in steps.items()}
+    adversarial["unbounded"] = images + 40 / 255
+    p = torch.tensor([[0.9, 0.1]])
+    sheet = attack_sheet(images, adversarial, p, {k: p for k in adversarial}, ["Cat", "Dog"], "Cat", "Dog")
+    cell, pad = 224, 4
+    assert sheet.size[0] == 6 * (cell + pad) + pad  # original + 5 attacks
+    # Second row: the perturbations, one factor (x15 maps 8/255 to nearly full range) for all of them.
+    row_y = sheet.size[1] - pad - (cell + 2 * 14 + 8) + cell // 2
+    greys = [sheet.getpixel((pad + c * (cell + pad) + cell // 2, row_y))[0] for c in range(1, 6)]
+    expected = [int(round(float(amplify(torch.tensor(e / 255), 15)) * 255)) for e in (1, 2, 4, 8, 40)]
+    assert greys == pytest.approx(expected, abs=1)
+    assert greys[0] < greys[1] < greys[2] < greys[3] and greys[4] == 255  # 1/255 looks smaller than 8/255

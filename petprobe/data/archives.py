@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
-from tqdm import tqdm
+from petprobe.progress import progress as progress_bar
 
 from petprobe.artefacts import DOWNLOAD_PINS
 from petprobe.checksums import CHUNK, file_digests
@@ -272,9 +272,9 @@ def _stream(url: str, part: Path, limits: _Limits, *, progress: bool) -> None:
         cap = total if total is not None else limits.cap
         received = start
         window_start, window_bytes = time.monotonic(), 0
-        with open(part, "r+b" if start else "wb") as fh, tqdm(total=total, initial=start, unit="B", unit_scale=True,
-                                                              desc=part.name.removesuffix(".part"),
-                                                              disable=not progress) as bar:
+        with open(part, "r+b" if start else "wb") as fh, progress_bar(
+                total=total, initial=start, unit="B", unit_scale=True, desc=part.name.removesuffix(".part"),
+                disable=not progress) as bar:
             fh.seek(start)
             fh.truncate()
             # read1: whatever has arrived (up to CHUNK), so a trickling server is seen at once,
@@ -392,7 +392,7 @@ def _write_members(archive: Path, handle, checked, read, target: Path, max_bytes
     written = files = 0
     target.mkdir(parents=True, exist_ok=True)
     root = target.resolve()
-    for path, member, is_dir, size in tqdm(checked, desc=f"unpack {archive.name}", unit="file", leave=False):
+    for path, member, is_dir, size in progress_bar(checked, desc=f"unpack {archive.name}", unit="file", leave=False):
         if not _utf8(str(path)):  # a tar name in a legacy encoding: as copy_tree, left out and recorded
             skipped.append({"path": printable_name(path.as_posix()), "reason": "file name is not valid UTF-8"})
             continue
@@ -472,7 +472,7 @@ def copy_tree(src: Path, dst: Path) -> tuple[int, list[dict]]:
             else:
                 files.append(path)
     n = 0
-    for path in tqdm(sorted(files), desc=f"copy {src.name}", unit="file", leave=False):
+    for path in progress_bar(sorted(files), desc=f"copy {src.name}", unit="file", leave=False):
         out = dst / path.relative_to(src)
         out.parent.mkdir(parents=True, exist_ok=True)
         try:

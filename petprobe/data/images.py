@@ -155,11 +155,11 @@ def load_images(paths, transform, *, desc: str | None = None):
     passed prepare's check) is one PetprobeError line.
     """
     import torch
-    from tqdm import tqdm
+    from petprobe.progress import progress
 
     try:
         return torch.stack([transform(load_rgb(path))
-                            for path in tqdm(paths, desc=desc, unit="img", leave=False, disable=desc is None)])
+                            for path in progress(paths, desc=desc, unit="img", leave=False, disable=desc is None)])
     except Exception as err:  # noqa: BLE001 - any decoder failure of a file that passed prepare
         raise PetprobeError(f"cannot read an image ({type(err).__name__}: {one_line(err)}); rerun prepare") from None
 

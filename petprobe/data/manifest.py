@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
-from tqdm import tqdm
+from petprobe.progress import progress
 
 from petprobe.artefacts import SPLITS
 from petprobe.data.archives import printable_name
@@ -27,7 +27,7 @@ def check_candidates(raw: Path, candidates) -> tuple[list, list[dict]]:
     would also have excluded it.
     """
     usable, rejected = [], []
-    for cand in tqdm(candidates, desc="check images", unit="img"):
+    for cand in progress(candidates, desc="check images", unit="img"):
         path = raw / cand.path
         reason = inspect_image(path) if path.exists() or path.is_symlink() else "file missing"
         reason = reason or cand.problem or _name_problem(cand.path)

@@ -17,7 +17,7 @@ from typing import Iterator
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
-from tqdm import tqdm
+from petprobe.progress import progress as progress_bar
 
 from petprobe.artefacts import Artefacts
 from petprobe.backbones import Backbone, get_backbone
@@ -112,7 +112,7 @@ def embed_images(model: torch.nn.Module, preprocessing, paths: list[str], *, bat
                  progress: bool = True) -> Iterator[np.ndarray]:
     """Yield the float32 embeddings of ``paths`` as row blocks (one per batch), in path order."""
     model = fold_batchnorm(model).to(device, memory_format=torch.channels_last)
-    with torch.inference_mode(), tqdm(total=len(paths), desc=desc, unit="img", disable=not progress) as bar:
+    with torch.inference_mode(), progress_bar(total=len(paths), desc=desc, unit="img", disable=not progress) as bar:
         for batch in image_batches(paths, preprocessing, batch_size=batch_size, num_workers=num_workers,
                                    device=device):
             with precision.autocast(device):

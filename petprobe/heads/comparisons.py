@@ -15,7 +15,7 @@ from typing import Callable
 
 import torch
 import torch.nn as nn
-from tqdm import tqdm
+from petprobe.progress import progress
 
 from petprobe.embedding.embed import image_batches
 from petprobe.heads.training import evaluate_classifier, fit_classifier, predict_proba, seeded
@@ -56,7 +56,7 @@ def trunk_activations(trunk: nn.Module, paths: list[str], preprocessing, *, batc
     chunks = []
     batches = image_batches(paths, preprocessing, batch_size=batch_size, num_workers=num_workers, device=device)
     with torch.inference_mode():
-        for batch in tqdm(batches, desc=desc, unit="batch", leave=False, total=-(-len(paths) // batch_size)):
+        for batch in progress(batches, desc=desc, unit="batch", leave=False, total=-(-len(paths) // batch_size)):
             with precision.autocast(device):
                 chunks.append(trunk(batch).float())
     # contiguous: back to the default layout; clone: a normal tensor, usable outside inference mode.

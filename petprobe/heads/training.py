@@ -15,7 +15,7 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
+from petprobe.progress import progress
 
 __all__ = ["seeded", "fit_classifier", "evaluate_classifier", "predict_proba"]
 
@@ -94,7 +94,7 @@ def fit_classifier(module: torch.nn.Module, inputs: torch.Tensor, targets: torch
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max_epochs)
     has_val = val_inputs is not None and len(val_inputs) > 0
     history, best_loss, best_state, stale = [], math.inf, None, 0
-    bar = tqdm(range(1, min(max_epochs, stop_epoch or max_epochs) + 1), desc=desc, unit="epoch", disable=desc is None, leave=False)
+    bar = progress(range(1, min(max_epochs, stop_epoch or max_epochs) + 1), desc=desc, unit="epoch", disable=desc is None, leave=False)
     for epoch in bar:
         module.train()
         seen, loss_sum, correct = 0, 0.0, 0

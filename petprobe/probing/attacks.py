@@ -12,6 +12,7 @@ of the perturbation, success after a real 8-bit PNG write and read, and transfer
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,9 +21,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image
-from tqdm import tqdm
 
 from petprobe.heads.training import predict_proba
+from petprobe.progress import progress
 
 __all__ = ["Attack", "PGD", "Unbounded", "Assessment", "assess", "quantize", "png_roundtrip", "attack_suite",
            "run_attacks", "pooled_summary"]
@@ -38,6 +39,7 @@ class Attack:
     def __init__(self, model: nn.Module, batch_size: int | None = None):
         self.model = model
         self.batch_size = batch_size
+        self._on_step: Callable[[int], object] | None = None  # progress: called once per gradient step
 
     def __call__(self, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         was_training = self.model.training
@@ -62,6 +64,8 @@ class Attack:
             out = self.model(x)
             grads.append(torch.autograd.grad(F.cross_entropy(out, t, reduction="sum"), x)[0])
             logits.append(out.detach())
+        if self._on_step is not None:
+            self._on_step(1)
         return torch.cat(grads), torch.cat(logits)
 
     def __repr__(self) -> str:
@@ -235,11 +239,20 @@ def run_attacks(attacks: dict[str, Attack], images: torch.Tensor, targets: torch
                 batch_size: int = 16, desc: str = "attacks") -> tuple[dict[str, torch.Tensor], dict[str, Assessment]]:
     """Run every attack on ``images`` (on the model's device) and assess it; tensors come back on the CPU."""
     adversarial, assessments = {}, {}
-    for name, attack in tqdm(attacks.items(), desc=desc, unit="attack"):
-        device = next(attack.model.parameters()).device
-        adversarial[name] = attack(images.to(device), targets.to(device)).cpu()
-        assessments[name] = assess(attack.model, images, adversarial[name], targets, transfer=transfer,
-                                   transfer_targets=transfer_targets, batch_size=batch_size)
+    # Counted in gradient steps, so the bar moves inside each PGD run; an Unbounded attack that
+    # fools every image early is credited its unused steps.
+    with progress(total=sum(attack.steps for attack in attacks.values()), desc=desc, unit="step",
+                  leave=False) as bar:
+        for name, attack in attacks.items():
+            device = next(attack.model.parameters()).device
+            start, attack._on_step = bar.n, bar.update
+            try:
+                adversarial[name] = attack(images.to(device), targets.to(device)).cpu()
+            finally:
+                attack._on_step = None
+            bar.update(attack.steps - (bar.n - start))
+            assessments[name] = assess(attack.model, images, adversarial[name], targets, transfer=transfer,
+                                       transfer_targets=transfer_targets, batch_size=batch_size)
     return adversarial, assessments
 
 

@@ -6,6 +6,7 @@ Ideal images and adversarial perturbations must be shown without resampling blur
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import numpy as np
@@ -14,7 +15,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from petprobe.probing.attacks import quantize
 
-__all__ = ["to_pil", "amplify", "tensor_sheet", "ideal_sheet", "attack_sheet"]
+__all__ = ["to_pil", "amplify", "sheet_amplification", "tensor_sheet", "ideal_sheet", "attack_sheet"]
 
 
 _CAPTION_LINE = 14  # pixels per caption line
@@ -27,10 +28,19 @@ def to_pil(image: torch.Tensor) -> Image.Image:
     return Image.fromarray(np.ascontiguousarray(quantize(image[None])[0].numpy()), "RGB")
 
 
-def amplify(delta: torch.Tensor) -> torch.Tensor:
-    """A perturbation ``(3, H, W)`` made visible: 0 is grey, its largest |value| is black or white."""
-    peak = float(delta.abs().max())
-    return 0.5 + delta / (2 * peak) if peak > 0 else torch.full_like(delta, 0.5)
+def amplify(delta: torch.Tensor, factor: float) -> torch.Tensor:
+    """A perturbation ``(3, H, W)`` made visible: 0 is grey, ``delta * factor`` added, clipped to [0,1].
+
+    One ``factor`` for every perturbation of a sheet, so a 1/255 and an 8/255 perturbation look
+    as different as they are.
+    """
+    return (0.5 + delta * factor).clamp(0, 1)
+
+
+def sheet_amplification(deltas: Sequence[torch.Tensor]) -> int:
+    """The whole-number factor that maps the largest ``|delta|`` of ``deltas`` to (nearly) full range."""
+    peak = max((float(d.abs().max()) for d in deltas), default=0.0)
+    return max(1, math.floor(0.5 / peak)) if peak > 0 else 1
 
 
 def tensor_sheet(rows: Sequence[Sequence[tuple[torch.Tensor | None, str]]], *, cell: int = 224,
@@ -71,16 +81,25 @@ def ideal_sheet(ideal: dict[str, tuple[torch.Tensor, list[str], torch.Tensor]]) 
 
 def attack_sheet(images: torch.Tensor, adversarial: dict[str, torch.Tensor], p_clean: torch.Tensor,
                  p_adversarial: dict[str, torch.Tensor], classes: list[str], source: str, target: str) -> Image.Image:
-    """One row per image: the original, then (amplified perturbation, adversarial image) per attack."""
+    """Two rows per image, one column per attack (plus the original): adversarial images, then perturbations.
+
+    Every perturbation of the sheet is amplified by one factor, printed on it, chosen so the
+    largest bounded (PGD) perturbation fills the range; larger ones (the unbounded attack) clip.
+    """
     s, t = classes.index(source), classes.index(target)
+    bounded = [adv - images for name, adv in adversarial.items() if name.startswith("pgd")]
+    factor = sheet_amplification(bounded or [adv - images for adv in adversarial.values()])
     rows = []
     for i, image in enumerate(images):
-        row = [(image, f"original\np({source}) = {p_clean[i, s]:.3f}")]
+        pictures = [(image, f"original\np({source}) = {p_clean[i, s]:.3f}")]
+        perturbations = [(None, f"perturbations, right:\nx{factor}, grey = 0")]
         for name, adv in adversarial.items():
             delta = adv[i] - image
-            row.append((amplify(delta), f"{name}: perturbation\nL-inf {delta.abs().max() * 255:.1f}/255, amplified"))
             top = classes[int(p_adversarial[name][i].argmax())]
-            row.append((adv[i], f"{name}: p({target}) = {p_adversarial[name][i, t]:.3f}\npredicted {top}"))
-        rows.append(row)
-    return tensor_sheet(rows, title=f"Targeted attacks {source} -> {target}: original | perturbation (scaled to "
-                                  f"full range) | adversarial, per attack")
+            pictures.append((adv[i], f"{name}: p({target}) = {p_adversarial[name][i, t]:.3f}\npredicted {top}"))
+            clipped = ", clipped" if float(delta.abs().max()) * factor > 0.5 + 1e-6 else ""
+            perturbations.append((amplify(delta, factor),
+                                  f"{name} perturbation\nL-inf {delta.abs().max() * 255:.1f}/255{clipped}"))
+        rows += [pictures, perturbations]
+    return tensor_sheet(rows, title=f"Targeted attacks {source} -> {target}: adversarial images, and below each "
+                                  f"its perturbation amplified x{factor} (the same for every attack of this sheet)")

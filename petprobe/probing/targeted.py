@@ -17,7 +17,7 @@ from petprobe.probing.attacks import PGD, Attack, Assessment, pooled_summary, ru
 from petprobe.probing.classifier import correctly_classified
 from petprobe.probing.sheets import attack_sheet
 
-__all__ = ["attack_pairs", "success_by_eps"]
+__all__ = ["attack_pairs", "success_by_eps", "render_headline"]
 
 
 def attack_pairs(model: nn.Module, attacks: dict[str, Attack], manifest, classes: list[str], pairs, *,
@@ -38,7 +38,7 @@ def attack_pairs(model: nn.Module, attacks: dict[str, Attack], manifest, classes
         goal_t = torch.full_like(goal, transfer_classes.index(target)) if known else None
         adversarial, results = run_attacks(attacks, images, goal, transfer=transfer if goal_t is not None else None,
                                            transfer_targets=goal_t, batch_size=batch_size,
-                                           desc=f"{source}->{target} ({len(images)} images)")
+                                           desc=f"attacks {source}->{target} ({len(images)} images)")
         row = report[f"{source}_to_{target}"] = {"n_images": len(images)}
         if goal_t is not None:  # how often the transfer model is right on the originals: its baseline
             clean = predict_proba(transfer, images, batch_size=16).argmax(1) == transfer_classes.index(source)
@@ -57,3 +57,21 @@ def success_by_eps(attacks: dict[str, Attack], pooled: dict[str, list[Assessment
     """One row per PGD radius, pooled over every pair (the success-vs-eps plot)."""
     return [{"eps_255": round(a.eps * 255, 4), **pooled_summary(pooled[name])}
             for name, a in attacks.items() if isinstance(a, PGD) and pooled[name]]
+
+
+def render_headline(eps_rows: list[dict], ideal: dict, *, eps_255: float = 4.0) -> dict:
+    """The few render numbers ``dvc metrics show`` carries (the full report stays render.json).
+
+    ``pgd_<eps_255>``: targeted PGD success and transfer success at that radius, pooled over every
+    pair (from ``eps_rows``, success_by_eps); left out when the radius was not run.
+    ``ideal_p``: mean probability the dataset's head gives each class's ideal image (plain-pixel
+    and Fourier parametrisations), from ideal_images_of's report.
+    """
+    out: dict = {}
+    row = next((r for r in eps_rows if abs(r["eps_255"] - eps_255) < 1e-3), None)
+    if row is not None:
+        out[f"pgd_{eps_255:g}"] = {k: row[k] for k in ("success", "transfer_success") if k in row}
+    probs = [p for kind in ("pixel", "fourier") for p in ideal.get(kind, {}).values()]
+    if probs:
+        out["ideal_p"] = round(sum(probs) / len(probs), 6)
+    return out

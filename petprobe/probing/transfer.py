@@ -39,7 +39,7 @@ def fit_logreg_head(backbone: Backbone, net: nn.Module, splits: dict[str, tuple[
     """Embed ``splits`` ({'train'|'val': (paths, labels)}) with ``net`` and fit a ``LogRegHead`` on them."""
     X = {split: np.concatenate(list(embed_images(net, backbone.preprocessing, list(paths), batch_size=batch_size,
                                                  num_workers=0, device=device, precision=Precision("fp32", None),
-                                                 desc=f"embed {backbone.name}/{split}")))
+                                                 desc=f"transfer check: embed {split} with {backbone.name}")))
          for split, (paths, _) in splits.items()}
     y = {split: labels for split, (_, labels) in splits.items()}
     head = LogRegHead(cs=tuple(cs), max_iter=max_iter).fit(X["train"], y["train"], X.get("val"), y.get("val"))

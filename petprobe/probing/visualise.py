@@ -24,7 +24,7 @@ from typing import Callable, Sequence
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from tqdm import tqdm
+from petprobe.progress import progress
 
 __all__ = ["pixel_image", "fourier_image", "color_sqrt", "pad", "jitter", "random_scale", "random_rotate",
            "compose", "standard_transforms", "Objective", "class_logit", "class_log_prob", "total_variation",
@@ -227,7 +227,7 @@ def render(model: nn.Module, objective: Objective, param_f: Callable, transforms
     was_training = model.training
     model.eval()
     try:
-        for _ in tqdm(range(steps), desc=desc, unit="step"):
+        for _ in progress(range(steps), desc=desc, unit="step", leave=False):
             image = image_f()
             score = objective(model(transform(image, generator)), image).sum()
             # autograd.grad: only the image parameters get gradients, never the model's buffers.
@@ -273,7 +273,7 @@ def ideal_images_of(models: dict[str, tuple[nn.Module, list[str], list[int]]], *
     for prefix, (model, names, index) in models.items():
         for method, images in ideal_images(model, index, size=size, steps=steps, lr=lr, seed=seed,
                                            tv_weight=tv_weight, l2_weight=l2_weight, color=color, device=device,
-                                           desc=f"ideal {prefix}").items():
+                                           desc=f"ideal images{', ImageNet classes,' if prefix else ''}").items():
             p = predict_proba(model, images, batch_size=16)[torch.arange(len(index)), index]
             ideal[prefix + method] = (images, names, p)
             report[prefix + method] = {n: round(float(v), 6) for n, v in zip(names, p)}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import math
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from petprobe.outputs import atomic_path
 __all__ = ["Tile", "image_grid", "misclassified_grid", "class_samples_grid", "training_curves", "save_figure"]
 
 DPI = 100
+MIN_WIDTH = 6.0  # inches: room for a title of about 60 characters
 
 
 @dataclass(frozen=True)
@@ -49,27 +51,29 @@ def _short(name: str, width: int = 18) -> str:
 
 def image_grid(tiles: list[Tile], *, title: str, columns: int = 8, tile_inches: float = 1.0,
                caption_lines: int = 1, empty_note: str = "nothing to show") -> Figure:
-    """A grid of square thumbnails, row by row, each with its caption above it."""
+    """A grid of square thumbnails, row by row, each with its caption above it.
+
+    At least ``MIN_WIDTH`` inches wide, with constrained layout and a wrapped title, so a grid
+    of one tile still shows its whole title and captions.
+    """
     columns = max(1, min(columns, len(tiles)))
     rows = max(1, math.ceil(len(tiles) / columns))
-    gap, caption, header = 0.08, 0.05 + 0.12 * caption_lines, 0.35  # inches
-    width = columns * (tile_inches + gap) + gap
-    height = header + rows * (tile_inches + caption + gap)
-    fig = Figure(figsize=(max(width, 3.0), height), dpi=DPI)
-    fig.text(0.5, 1 - 0.2 / height, title, ha="center", va="center", fontsize=9)
+    width = max(columns * (tile_inches + 0.15) + 0.3, MIN_WIDTH)
+    title = textwrap.fill(title, width=int(width * 11))  # about 11 characters per inch at 9 pt
+    header = 0.25 + 0.16 * title.count("\n")
+    height = header + rows * (tile_inches + 0.05 + 0.13 * caption_lines + 0.1) + 0.1
+    fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+    fig.suptitle(title, fontsize=9)
     if not tiles:
         fig.text(0.5, 0.4, empty_note, ha="center", va="center", fontsize=9)
         return fig
     pixels = round(tile_inches * DPI)
-    W, H = fig.get_figwidth(), height
-    for i, tile in enumerate(tiles):
-        row, col = divmod(i, columns)
-        left = gap + col * (tile_inches + gap) + (W - width) / 2
-        top = header + row * (tile_inches + caption + gap) + caption
-        ax = fig.add_axes((left / W, 1 - (top + tile_inches) / H, tile_inches / W, tile_inches / H))
+    axes = fig.subplots(rows, columns, squeeze=False)
+    for ax in axes.flat:
+        ax.set_axis_off()
+    for ax, tile in zip(axes.flat, tiles):
         ax.imshow(_thumbnail(tile.path, pixels), interpolation="none")
         ax.set_title(tile.caption, fontsize=6.5, color=tile.color, pad=2, linespacing=1.1)
-        ax.set_axis_off()
     return fig
 
 
@@ -102,7 +106,7 @@ def class_samples_grid(paths, labels, classes: list[str], *, per_class: int, tit
 
 def training_curves(history: list[dict], *, best_epoch: int, title: str) -> Figure:
     """Loss and accuracy per epoch, train vs validation, with the kept epoch marked."""
-    fig = Figure(figsize=(9, 3.4), dpi=90)
+    fig = Figure(figsize=(9, 3.4), dpi=90, layout="constrained")
     fig.suptitle(title, fontsize=10)
     epochs = [r["epoch"] for r in history]
     for k, metric in enumerate(("loss", "accuracy")):
@@ -116,7 +120,6 @@ def training_curves(history: list[dict], *, best_epoch: int, title: str) -> Figu
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.tight_layout()
     return fig
 
 

@@ -12,7 +12,7 @@ from sklearn import metrics as skm
 
 from petprobe.labels import class_index
 
-__all__ = ["top_k_accuracy", "balanced_accuracy", "log_loss", "expected_calibration_error", "per_class_report",
+__all__ = ["headline", "HEADLINE_KEYS", "top_k_accuracy", "balanced_accuracy", "log_loss", "expected_calibration_error", "per_class_report",
            "confusion", "summary"]
 
 
@@ -76,3 +76,16 @@ def summary(proba, y, classes) -> dict:
     out["log_loss"] = log_loss(proba, y, classes)
     out["ece"] = expected_calibration_error(proba, y, classes)
     return {k: round(v, 6) for k, v in out.items()}
+
+
+HEADLINE_KEYS = ("top1", "balanced_accuracy", "log_loss", "ece")
+
+
+def headline(numbers: dict, n_test: int) -> dict:
+    """One head's row of ``dvc metrics show``: n_test, HEADLINE_KEYS and their ``<key>_ci95`` intervals
+    where ``numbers`` (a ``summary``) has them (lists: DVC's tables leave them out, the files keep them).
+
+    One small file per head, so every row of the table shares the same few columns.
+    """
+    keys = [k for key in HEADLINE_KEYS for k in (key, f"{key}_ci95") if k in numbers]
+    return {"n_test": n_test, **{k: numbers[k] for k in keys}}
