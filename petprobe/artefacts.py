@@ -11,6 +11,7 @@ This module is the one owner of the layout (paths relative to the repository roo
                         meta.json         backbone, weights sha256, preprocessing, precision, image lists
     data/models/<ds>/logreg.npz, head.pt + head.json
     data/render/<ds>/*.png
+    data/explain/<ds>/*.png               feature maps, attribution maps, sanity check, curves
     metrics/<ds>.json                     headline numbers (dvc metrics)
     metrics/<ds>/...                      per-stage tables, curves and figures (dvc plots)
 
@@ -116,6 +117,25 @@ class Artefacts:
     @property
     def render(self) -> Path:
         return self.root / "data" / "render" / self.ds
+
+    @property
+    def explain(self) -> Path:
+        return self.root / "data" / "explain" / self.ds
+
+    @property
+    def explain_report(self) -> Path:
+        return self.metrics / "explain.json"
+
+    def explain_curve(self, kind: str) -> Path:
+        """Mean deletion or insertion curve of every ranking (a DVC plot)."""
+        if kind not in ("deletion", "insertion"):
+            raise ValueError(f"unknown curve {kind!r}")
+        return self.metrics / f"explain_{kind}.json"
+
+    def trimap(self, image_path: str | Path) -> Path | None:
+        """The official trimap of a photo of this dataset (``annotations/trimaps/<stem>.png``), or None."""
+        path = self.raw / "annotations" / "trimaps" / f"{Path(image_path).stem}.png"
+        return path if path.is_file() else None
 
     @property
     def summary_json(self) -> Path:

@@ -28,6 +28,7 @@ __all__ = [
     "ScratchParams",
     "EvaluateParams",
     "RenderParams",
+    "ExplainParams",
     "load_params",
     "parse_params",
     "check_dataset_name",
@@ -149,6 +150,28 @@ class RenderParams:
 
 
 @dataclass(frozen=True)
+class ExplainParams:
+    seed: int = _spec(0, ge=0)
+    head: str = _spec("head", choices=("head", "logreg"))  # which trained head is explained
+    # Measured images (test split, those with a trimap first): localisation, then the first of them
+    # for deletion/insertion and the sanity check.
+    n_images: int = _spec(32, ge=1)
+    faithfulness_images: int = _spec(12, ge=0)
+    sanity_images: int = _spec(4, ge=0)
+    ig_steps: int = _spec(8, ge=2)  # integrated-gradients path steps
+    curve_steps: int = _spec(8, ge=2)  # points of the deletion/insertion curves, after the clean image
+    deletion: str = _spec("blur", choices=("blur", "black"))  # what a deleted square becomes
+    sanity_threshold: float = _spec(0.5, gt=0.0, le=1.0)  # rank correlation at or above it flags a method
+    # Shown images: per class present, plus the most confident mistakes; feature maps of the first few.
+    per_class: int = _spec(1, ge=0)
+    mistakes: int = _spec(4, ge=0)
+    feature_images: int = _spec(2, ge=0)
+    feature_depths: int = _spec(4, ge=1)
+    feature_channels: int = _spec(8, ge=1)
+    batch_size: int = _spec(16, ge=1)
+
+
+@dataclass(frozen=True)
 class Params:
     datasets: list[str] = _spec(["pets", "catsdogs"], min_len=1)
     imagefolders: dict[str, str] = _spec({})
@@ -161,6 +184,7 @@ class Params:
     scratch: ScratchParams = field(default_factory=ScratchParams)
     evaluate: EvaluateParams = field(default_factory=EvaluateParams)
     render: RenderParams = field(default_factory=RenderParams)
+    explain: ExplainParams = field(default_factory=ExplainParams)
 
     def check_dataset(self, name: str) -> str:
         """Return ``name`` if it is one of ``datasets``, else raise with the valid names."""

@@ -1,0 +1,235 @@
+"""What a trained classifier looks at, drawn and measured, for one dataset's test images.
+
+``explain_test_images`` picks the images, computes every map once and returns the figures, the
+report (headline numbers for ``metrics/<ds>/explain.json``) and the mean deletion/insertion curves.
+
+Which images (all from the test split, never trained on by the heads):
+- *measured*: up to ``n_images``, those with a trimap first (a seeded shuffle of each group), so
+  localisation runs on as many trimap images as the budget allows; deletion/insertion on the
+  first ``faithfulness_images`` of them and the sanity check on the first ``sanity_images``;
+- *shown*: the first ``per_class`` test images of every class present, and the ``mistakes`` most
+  confident mistakes (by the head's probabilities from the embed stage's features).
+Every map explains the class the model predicts for that image (what drove its decision).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from petprobe.data.images import load_rgb
+from petprobe.errors import PetprobeError
+from petprobe.probing.attribution import (RANDOMISATIONS, GradCAM, IntegratedGradients, RandomMap, feature_maps,
+                                          randomised)
+from petprobe.probing.classifier import PixelClassifier
+from petprobe.probing.explain_figures import (attribution_figure, curves_figure, feature_map_figure,
+                                              sanity_figure)
+from petprobe.probing.measures import (centred_gaussian, curve_auc, deletion_insertion, mean_ci95, pet_share,
+                                       pointing_hits, rank_correlation, read_trimap, trimap_like, uniform_map,
+                                       TRIMAP_BACKGROUND)
+
+__all__ = ["Explanation", "explain_test_images"]
+
+
+@dataclass
+class Explanation:
+    report: dict
+    figures: dict = field(default_factory=dict)  # PNG name -> matplotlib Figure
+    curves: dict = field(default_factory=dict)  # "deletion"/"insertion" -> rows {fraction, method: mean p}
+
+
+def _load(paths: list[str], trimaps: list[Path | None], transforms):
+    """[0,1] images ``(N, 3, H, W)`` and, per image, its trimap transformed alike (or None)."""
+    images, masks, unusable = [], [], 0
+    for path, trimap_path in zip(paths, trimaps):
+        try:
+            photo = load_rgb(path)
+        except OSError as err:
+            raise PetprobeError(f"cannot read an image ({err}); rerun prepare") from None
+        mask = None
+        if trimap_path is not None:
+            try:
+                trimap = read_trimap(trimap_path, photo.size)
+            except PetprobeError:
+                unusable += 1  # e.g. a photo whose EXIF rotation its trimap does not share
+            else:
+                pixels, mask = trimap_like(photo, trimap, transforms)
+        images.append(pixels if mask is not None else transforms(photo))
+        masks.append(mask)
+    return torch.stack(images), masks, unusable
+
+
+def _batched(fn, images: torch.Tensor, targets: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """Maps of ``images`` in batches, on the CPU."""
+    return torch.cat([fn(images[i:i + batch_size], targets[i:i + batch_size]).cpu()
+                      for i in range(0, len(images), batch_size)])
+
+
+@torch.no_grad()
+def _predict(model: PixelClassifier, images: torch.Tensor, batch_size: int) -> torch.Tensor:
+    return torch.cat([model(images[i:i + batch_size]).softmax(1).cpu() for i in range(0, len(images), batch_size)])
+
+
+_SHORT = {"grad_cam": "Grad-CAM", "integrated_gradients": "IG"}
+
+
+def _r(x: float) -> float:
+    return round(float(x), 4)
+
+
+def _put(into: dict, key: str, values, seed: int) -> None:
+    """``into[key]`` = the mean of per-image ``values``, ``into[key_ci95]`` = its 95% bootstrap interval
+    (a list, which ``dvc metrics show`` leaves out of its table)."""
+    mean, ci = mean_ci95(values, seed)
+    into[key], into[f"{key}_ci95"] = _r(mean), None if ci is None else [_r(v) for v in ci]
+
+
+def _pick_measured(test: pd.DataFrame, trimaps: list[Path | None], n: int, seed: int) -> list[int]:
+    rng = np.random.default_rng(seed)
+    with_trimap = [i for i, t in enumerate(trimaps) if t is not None]
+    without = [i for i, t in enumerate(trimaps) if t is None]
+    return ([with_trimap[i] for i in rng.permutation(len(with_trimap))]
+            + [without[i] for i in rng.permutation(len(without))])[:n]
+
+
+def _pick_shown(test: pd.DataFrame, proba: np.ndarray, classes: list[str], per_class: int,
+                mistakes: int) -> tuple[list[int], list[int]]:
+    labels = test.label.to_numpy()
+    by_class = [i for c in classes for i in np.flatnonzero(labels == c)[:per_class].tolist()]
+    predicted = np.asarray(classes)[proba.argmax(1)]
+    wrong = np.flatnonzero(predicted != labels)
+    confident = wrong[np.argsort(-proba[wrong].max(1), kind="stable")][:mistakes].tolist()
+    return by_class, confident
+
+
+def explain_test_images(model: PixelClassifier, net: torch.nn.Module, transforms, test: pd.DataFrame,
+                        trimaps: list[Path | None], proba: np.ndarray, classes: list[str], *, n_images: int,
+                        faithfulness_images: int, sanity_images: int, ig_steps: int, curve_steps: int, deletion: str,
+                        sanity_threshold: float, per_class: int, mistakes: int, feature_images: int,
+                        feature_depths: int, feature_channels: int, batch_size: int, seed: int,
+                        device: torch.device = torch.device("cpu"), title: str = "",
+                        progress=None) -> Explanation:
+    """Maps, figures and measured numbers for ``test`` (rows path, label; ``trimaps`` per row, None if none).
+
+    ``model``: a ``split_classifier`` over ``classes`` (its logit order); ``net``: its backbone, for
+    feature maps; ``transforms``: PIL -> [0,1] tensor; ``proba``: the head's test probabilities in
+    ``classes`` order (to pick the mistakes shown). ``progress(n)`` is called as work gets done.
+    """
+    tick = progress or (lambda n: None)
+    model = model.eval().to(device)
+    methods = {m.name: m for m in (GradCAM(model), IntegratedGradients(model, steps=ig_steps, batch_size=batch_size))}
+    report: dict = {}
+    figures: dict = {}
+
+    # --- measured images: localisation, faithfulness, sanity --------------------------------------------
+    chosen = _pick_measured(test, trimaps, n_images, seed)
+    images, masks, unusable = _load(test.path.iloc[chosen].tolist(), [trimaps[i] for i in chosen], transforms)
+    located = [i for i, m in enumerate(masks) if m is not None]
+    # Trimap images come first: past them, only the faithfulness and sanity images need maps.
+    keep = max(located[-1] + 1 if located else 0, faithfulness_images, sanity_images)
+    images, masks, chosen = images[:keep].to(device), masks[:keep], chosen[:keep]
+    probs = _predict(model, images, batch_size)
+    targets = probs.argmax(1).to(device)
+    maps = {}
+    for name, method in methods.items():
+        maps[name] = _batched(method, images, targets, batch_size)
+        tick(len(images))
+
+    localisation: dict = {"n_images": len(located), "n_trimaps_unusable": unusable}
+    if located:
+        tri = torch.stack([masks[i] for i in located])
+        n, h, w = tri.shape
+        baselines = {"uniform": uniform_map(n, h, w), "centred_gaussian": centred_gaussian(n, h, w)}
+        shares = {name: pet_share(m[located], tri) for name, m in maps.items()}
+        shares.update({name: pet_share(m, tri) for name, m in baselines.items()})
+        hits = {name: pointing_hits(m[located], tri) for name, m in maps.items()}
+        hits["centred_gaussian"] = pointing_hits(baselines["centred_gaussian"], tri)
+        # Every pixel ties in a uniform map: its pointing game is the chance of landing on pet or border.
+        hits["uniform"] = (tri != TRIMAP_BACKGROUND).double().mean((1, 2)).numpy()
+        for name in shares:
+            localisation[name] = {}
+            _put(localisation[name], "pet_share", shares[name], seed)
+            _put(localisation[name], "pointing", hits[name], seed)
+        for name in maps:
+            _put(localisation[name], "pet_share_minus_uniform", shares[name] - shares["uniform"], seed)
+        shown = located[:6]
+        figures["localisation.png"] = attribution_figure(
+            images[shown].cpu(), [f"{test.label.iloc[chosen[i]]}\npet share: " + ", ".join(
+                f"{_SHORT[name]} {shares[name][j]:.2f}" for name in maps) for j, i in enumerate(shown)],
+            {name: m[shown] for name, m in maps.items()}, trimaps=tri[:len(shown)],
+            title=f"{title}\nwhite: the pet's outline (trimap); pet share = share of the map's mass on the pet")
+    report["localisation"] = localisation
+
+    k = min(faithfulness_images, len(images))
+    curve_sets = {}
+    faithfulness: dict = {"n_images": k, "steps": curve_steps}  # deletion: squares blurred or blacked out
+    all_maps = {**{name: m[:k] for name, m in maps.items()}, "random": RandomMap(seed)(images[:k], targets[:k])}
+    for name, m in all_maps.items():
+        curve_sets[name] = deletion_insertion(model, images[:k], targets[:k], m, steps=curve_steps, deletion=deletion,
+                                             seed=seed)
+        tick(k)
+    aucs = {name: {kind: curve_auc(c["fraction"], c[kind]) for kind in ("deletion", "insertion")}
+            for name, c in curve_sets.items()}
+    for name, kinds in aucs.items():
+        faithfulness[name] = {}
+        for kind, v in kinds.items():
+            _put(faithfulness[name], f"{kind}_auc", v, seed)
+            if name != "random":
+                _put(faithfulness[name], f"{kind}_auc_minus_random", v - aucs["random"][kind], seed)
+    report["faithfulness"] = faithfulness
+    fractions = curve_sets["random"]["fraction"]
+    curves = {kind: [{"fraction": _r(f), **{name: _r(c[kind][:, j].mean()) for name, c in curve_sets.items()}}
+                     for j, f in enumerate(fractions)] for kind in ("deletion", "insertion")}
+    figures["deletion_insertion.png"] = curves_figure(
+        curves, title=f"{title}\np(predicted class) as 16-px squares are deleted ({deletion}) / inserted "
+                      f"in map order, mean of {k} images")
+
+    s = min(sanity_images, len(images))
+    sanity: dict = {"n_images": s, "threshold": sanity_threshold, "flagged": []}
+    randomised_maps: dict = {name: {"original": maps[name][:s]} for name in methods}
+    for part in RANDOMISATIONS:
+        other = randomised(model, part, seed)
+        for name, method in {GradCAM.name: GradCAM(other),
+                             IntegratedGradients.name: IntegratedGradients(other, ig_steps, batch_size)}.items():
+            randomised_maps[name][part] = _batched(method, images[:s], targets[:s], batch_size)
+            rho = rank_correlation(maps[name][:s], randomised_maps[name][part])
+            _put(sanity.setdefault(name, {}), part, rho, seed)
+            if s and rho.mean() >= sanity_threshold and name not in sanity["flagged"]:
+                sanity["flagged"].append(name)
+        tick(s)
+    report["sanity"] = sanity
+    if s:
+        figures["sanity.png"] = sanity_figure(images[:min(s, 3)].cpu(), {n: {p: m[:3] for p, m in v.items()}
+                                                                         for n, v in randomised_maps.items()},
+                                              title=f"{title}\nmaps of the trained model, then after re-drawing the "
+                                                    "head, then the head and the last block")
+
+    # --- shown images: every class, the most confident mistakes, feature maps ---------------------------
+    by_class, confident = _pick_shown(test, proba, classes, per_class, mistakes)
+    for png, rows, what in (("attribution_classes.png", by_class, "test images of every class"),
+                            ("attribution_mistakes.png", confident, "most confident mistakes")):
+        if not rows:
+            continue
+        shown_images = _load(test.path.iloc[rows].tolist(), [None] * len(rows), transforms)[0].to(device)
+        shown_probs = _predict(model, shown_images, batch_size)
+        shown_targets = shown_probs.argmax(1)
+        captions = [f"true {test.label.iloc[r]}\npred {classes[int(t)]} p={float(p[t]):.2f}"
+                    for r, t, p in zip(rows, shown_targets, shown_probs)]
+        figures[png] = attribution_figure(
+            shown_images.cpu(), captions, {name: _batched(m, shown_images, shown_targets, batch_size)
+                                     for name, m in methods.items()},
+            title=f"{title}\n{what}; maps explain the predicted class")
+        tick(len(rows))
+        if png == "attribution_classes.png" and feature_images:
+            normalised = model.normalize(shown_images[:feature_images])
+            figures["feature_maps.png"] = feature_map_figure(
+                shown_images[:feature_images].cpu(),
+                [[(n, a.cpu()) for n, a in feature_maps(net, x, feature_depths)] for x in normalised],
+                channels=feature_channels,
+                title=f"{title}\nbackbone activations at {feature_depths} depths, most active channels first")
+    report["n_shown"] = {"classes": len(by_class), "mistakes": len(confident)}
+    return Explanation(report=report, figures=figures, curves=curves)
