@@ -85,19 +85,23 @@ class Predictor:
                                 f"gives {backbone.dim}; rerun the pipeline (dvc repro)")
         return cls(backbone, head, precision_name=meta.get("precision", "auto"))
 
+    def predict_proba(self, paths, *, progress: bool = True) -> np.ndarray:
+        """Class probabilities ``(N, C)`` (columns: ``head.classes_``) of readable image files, in order."""
+        paths = [str(p) for p in paths]
+        if not paths:
+            return np.zeros((0, len(self.head.classes_)))
+        # The embed stage's own code path, so the head sees the embeddings it was trained on.
+        embeddings = np.concatenate(list(embed_images(
+            self.model, self.backbone.preprocessing, paths, batch_size=self.batch_size, num_workers=0,
+            device=self.device, precision=self.precision, desc="predict", progress=progress)))
+        return self.head.predict_proba(embeddings)
+
     def predict(self, paths, *, top_k: int = 3) -> list[Prediction]:
         """One Prediction per path, in order; unusable files get an error and no classes."""
         paths = [str(p) for p in paths]
         errors = {p: self._problem(p) for p in paths}
         usable = [p for p in paths if errors[p] is None]
-        proba = np.zeros((0, len(self.head.classes_)))
-        if usable:
-            # The embed stage's own code path, so the head sees the embeddings it was trained on.
-            embeddings = np.concatenate(list(embed_images(
-                self.model, self.backbone.preprocessing, usable, batch_size=self.batch_size, num_workers=0,
-                device=self.device, precision=self.precision, desc="predict")))
-            proba = self.head.predict_proba(embeddings)
-        rows = dict(zip(usable, proba))
+        rows = dict(zip(usable, self.predict_proba(usable)))
         results = []
         for path in paths:
             if errors[path] is not None:

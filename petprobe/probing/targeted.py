@@ -1,8 +1,9 @@
 """Targeted attacks on a dataset, pair by pair: which test images, which goal, what is reported.
 
 For each ``[source, target]`` pair, the first test images of ``source`` that the model classifies
-right are attacked toward ``target`` by every attack of the suite, judged by the model and (when
-it knows both classes) by the transfer model, and drawn as one sheet.
+right are attacked toward ``target`` by every attack of the suite, judged by the model, through
+`petprobe predict`'s file path (``predict_files``), and (when it knows both classes) by the transfer
+model over the images it classifies right when clean, and drawn as one sheet.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ __all__ = ["attack_pairs", "success_by_eps"]
 def attack_pairs(model: nn.Module, attacks: dict[str, Attack], manifest, classes: list[str], pairs, *,
                  transforms, n_images: int, batch_size: int, grid_images: int,
                  transfer: nn.Module | None = None, transfer_classes: list[str] = (),
-                 where: str = "render") -> tuple[dict, dict[str, list[Assessment]], dict]:
+                 predict_files=None, where: str = "render") -> tuple[dict, dict[str, list[Assessment]], dict]:
     """Run ``attacks`` on every pair; return (report rows by pair, assessments by attack, sheets by pair)."""
     report, sheets, pooled = {}, {}, {name: [] for name in attacks}
     for source, target in pairs:
@@ -36,13 +37,16 @@ def attack_pairs(model: nn.Module, attacks: dict[str, Attack], manifest, classes
         goal = torch.full((len(images),), classes.index(target))
         known = target in transfer_classes and source in transfer_classes
         goal_t = torch.full_like(goal, transfer_classes.index(target)) if known else None
+        source_t = torch.full_like(goal, transfer_classes.index(source)) if known else None
         adversarial, results = run_attacks(attacks, images, goal, transfer=transfer if goal_t is not None else None,
-                                           transfer_targets=goal_t, batch_size=batch_size,
+                                           transfer_targets=goal_t, transfer_sources=source_t,
+                                           predict_files=predict_files, batch_size=batch_size,
                                            desc=f"{source}->{target} ({len(images)} images)")
         row = report[f"{source}_to_{target}"] = {"n_images": len(images)}
-        if goal_t is not None:  # how often the transfer model is right on the originals: its baseline
-            clean = predict_proba(transfer, images, batch_size=16).argmax(1) == transfer_classes.index(source)
+        if goal_t is not None:  # the transfer model's accuracy on the clean images; only those it gets right count
+            clean = next(iter(results.values())).transfer_clean_correct
             row["transfer_clean_accuracy"] = round(float(clean.float().mean()), 6)
+            row["transfer_n_clean_correct"] = int(clean.sum())
         row.update({k: r.summary() for k, r in results.items()})
         for name, result in results.items():
             pooled[name].append(result)
