@@ -14,8 +14,10 @@ and log-loss (mean ± sd over repeats), the mean paired difference in top-1 agai
 - plateau_middle: the middle of those C (petprobe's rule before issue 17), on the new grid;
 - plateau_middle_old_grid: the same on the old grid (11 values 1e-4 ... 10, a subset of the new);
 - best_val_log_loss: lowest single-split val log-loss;
-- kfold_min_log_loss: lowest mean log-loss over stratified k folds (LogRegHead's rule);
-- kfold_max_accuracy: highest mean accuracy over the same folds (ties: smallest C).
+- kfold_min_log_loss: lowest mean log-loss over stratified k folds;
+- kfold_max_accuracy: highest mean accuracy over the same folds (ties: smallest C);
+- kfold_log_loss_one_se: the smallest C whose mean fold log-loss is within one standard error
+  (over folds) of the lowest (the one-SE rule of Hastie et al.; LogRegHead's rule).
 
     nice python benchmarks/probe_rules.py --dataset pets --repeats 20 --folds 5
 """
@@ -41,6 +43,13 @@ def _plateau(cs, accuracy, n_val):
     return np.sort(cs[accuracy >= best - np.sqrt(best * (1 - best) / n_val) - 1e-12])
 
 
+def _one_se_of_min(fold_loss):
+    mean = fold_loss.mean(axis=0)
+    best = int(np.argmin(mean))
+    se = fold_loss[:, best].std(ddof=1) / np.sqrt(len(fold_loss))
+    return int(np.flatnonzero(mean <= mean[best] + se).min())
+
+
 def choose(cs, val_acc, val_loss, n_val, cv_acc, cv_loss) -> dict[str, float]:
     """The C each rule picks; ``cs`` ascending."""
     old = np.isin(np.round(np.log10(cs), 6), np.round(np.log10(OLD_GRID), 6))
@@ -53,6 +62,7 @@ def choose(cs, val_acc, val_loss, n_val, cv_acc, cv_loss) -> dict[str, float]:
         "best_val_log_loss": float(cs[np.argmin(val_loss)]),
         "kfold_min_log_loss": float(cs[np.argmin(cv_loss.mean(axis=0))]),
         "kfold_max_accuracy": float(cs[np.argmax(cv_acc.mean(axis=0))]),
+        "kfold_log_loss_one_se": float(cs[_one_se_of_min(cv_loss)]),
     }
 
 

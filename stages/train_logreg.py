@@ -1,8 +1,9 @@
 """train_logreg@<ds>: the linear probe (Kornblith et al. 2019 protocol) on the cached embeddings.
 
 Reads logreg.c_min, logreg.c_max, logreg.c_steps, logreg.max_iter, logreg.cv_folds, logreg.seed.
-C is chosen by stratified k-fold cross-validation over train+val (lowest mean fold log-loss), then
-the model is refit on train+val. Writes data/models/<ds>/logreg.npz (no pickle) and
+C is chosen by stratified k-fold cross-validation over train+val on log-loss with the one-SE rule
+(the smallest C whose mean fold log-loss is within one standard error of the lowest), then the
+model is refit on train+val. Writes data/models/<ds>/logreg.npz (no pickle) and
 metrics/<ds>/logreg_search.json: the rule, the chosen C, whether it sits at an edge of the grid,
 and one row per C (log10_C, mean and sd over folds of log-loss and accuracy; a DVC plot).
 """
@@ -36,6 +37,8 @@ def main(ds: str) -> None:
     if len(cs) > 1:
         loss, acc = head.cv_log_loss_, head.cv_accuracy_
         search["folds"] = int(loss.shape[0])
+        search["C_lowest_mean_log_loss"] = float(f"{cs[int(np.argmin(loss.mean(axis=0)))]:.6g}")
+        search["one_se"] = round(head.cv_log_loss_se_, 6)
         # One row per C: the search plot (mean with sd over folds as error bars), not metrics.
         search["path"] = [{"log10_C": round(float(np.log10(c)), 4), "C": float(f"{c:.6g}"),
                            "cv_log_loss_mean": round(float(loss[:, i].mean()), 6),

@@ -58,7 +58,8 @@ def test_per_class_report_and_confusion():
 
 
 def test_summary_reports_top3_and_top5_only_beyond_five_classes():
-    assert set(summary(PROBA, Y, CLASSES)) == {"top1", "balanced_accuracy", "log_loss", "ece"}
+    assert set(summary(PROBA, Y, CLASSES)) == {"top1", "top1_ci95", "balanced_accuracy", "balanced_accuracy_ci95",
+                                               "log_loss", "ece"}
     six = [*CLASSES, "d", "e", "f"]
     padded = np.hstack([PROBA * 0.94, np.full((5, 3), 0.02)])
     s = summary(padded, Y, six)

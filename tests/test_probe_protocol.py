@@ -25,19 +25,25 @@ def _one_informative_feature(n=80, d=40, seed=0):
     return X, y
 
 
-def test_c_is_the_argmin_of_the_mean_fold_log_loss_computed_independently():
+def test_c_is_the_one_se_pick_of_fold_log_losses_computed_independently():
     X, y = _one_informative_feature()
     head = LogRegHead(cs=CS, cv_folds=5, random_state=0).fit(X[:60], y[:60], X[60:], y[60:])
     # The reference: cold sklearn fits of scaler + logistic regression on the same stratified folds.
     folds = StratifiedKFold(5, shuffle=True, random_state=0)
-    reference = [-cross_val_score(make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=3000)), X, y,
-                                  cv=folds, scoring="neg_log_loss").mean() for C in CS]
+    reference = np.array([-cross_val_score(make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=3000)),
+                                           X, y, cv=folds, scoring="neg_log_loss") for C in CS]).T  # (folds, C)
     assert head.cv_log_loss_.shape == (5, len(CS))
-    # Warm starts along the path stop at the solver tolerance from another point: close, not equal.
-    np.testing.assert_allclose(head.cv_log_loss_.mean(axis=0), reference, rtol=2e-2)
-    assert head.C_ == CS[int(np.argmin(reference))] and head.C_at_grid_edge_ == ""
-    assert CS[0] < head.C_ < CS[-1]
-    # Refit on train+val: as many rows as both parts, and it predicts the informative direction.
+    # Warm starts along the path stop at the solver tolerance from another point: close, not equal
+    # (per fold up to 14% apart at C = 100, where the fit is nearly unregularised; 1% on the mean).
+    np.testing.assert_allclose(head.cv_log_loss_[:, :-1], reference[:, :-1], rtol=2e-2)
+    np.testing.assert_allclose(head.cv_log_loss_.mean(axis=0), reference.mean(axis=0), rtol=2e-2)
+    mean = reference.mean(axis=0)
+    best = int(np.argmin(mean))
+    se = reference[:, best].std(ddof=1) / np.sqrt(5)
+    one_se = min(C for C, m in zip(CS, mean) if m <= mean[best] + se)
+    assert head.C_ == one_se and head.cv_log_loss_se_ == pytest.approx(se, rel=5e-2)
+    assert CS[0] < head.C_ <= CS[best] < CS[-1] and head.C_at_grid_edge_ == ""
+    # Refit on train+val, it predicts along the informative direction.
     assert head.predict(np.array([[3.0] + [0.0] * 39, [-3.0] + [0.0] * 39])).tolist() == ["Dog", "Cat"]
 
 
