@@ -85,6 +85,13 @@ class Predictor:
                                 f"gives {backbone.dim}; rerun the pipeline (dvc repro)")
         return cls(backbone, head, precision_name=meta.get("precision", "auto"))
 
+    def predict_proba(self, paths, *, progress: bool = True) -> np.ndarray:
+        """Class probabilities ``(N, C)`` (columns: ``head.classes_``) of readable image files, in order."""
+        paths = [str(p) for p in paths]
+        if not paths:
+            return np.zeros((0, len(self.head.classes_)))
+        return self.head.predict_proba(self._embed(paths, progress=progress))
+
     def predict(self, paths, *, top_k: int = 3) -> list[Prediction]:
         """One Prediction per path, in order; unusable files get an error and no classes."""
         paths = [str(p) for p in paths]
@@ -117,11 +124,11 @@ class Predictor:
             results.append(Prediction(path, [(str(self.head.classes_[j]), float(rows[path][j])) for j in order]))
         return results
 
-    def _embed(self, paths: list[str]) -> np.ndarray:
+    def _embed(self, paths: list[str], *, progress: bool = True) -> np.ndarray:
         # The embed stage's own code path, so the head sees the embeddings it was trained on.
         return np.concatenate(list(embed_images(
             self.model, self.backbone.preprocessing, paths, batch_size=self.batch_size, num_workers=0,
-            device=self.device, precision=self.precision, desc="predict")))
+            device=self.device, precision=self.precision, desc="predict", progress=progress)))
 
     @staticmethod
     def _problem(path: str) -> str | None:

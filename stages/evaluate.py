@@ -1,10 +1,12 @@
 """evaluate@<ds>: score both heads on the test split, with tables and pictures to read at a glance.
 
-Reads evaluate.grid_images. Writes metrics/<ds>.json: {n_test, n_rejected, logreg: {top1,
-balanced_accuracy, top3, top5, log_loss, ece, C}, head: {...}} plus, when the comparison stages
+Reads evaluate.grid_images, evaluate.bootstrap_resamples, evaluate.seed. Writes metrics/<ds>.json:
+{n_test, n_rejected, logreg: {top1, top1_ci95, balanced_accuracy, balanced_accuracy_ci95, top3,
+top5, log_loss, ece, C, C_at_grid_edge}, head: {...}} (95% intervals over the test images: Wilson
+for top-1, seeded percentile bootstrap for balanced accuracy) plus, when the comparison stages
 are switched on, finetune: {...} and scratch: {...} (read from metrics/<ds>/<name>.json). Per head
 in metrics/<ds>/<head>/: headline.json (n_test, top1, balanced_accuracy, log_loss, ece: the rows of
-`dvc metrics show`; metrics/<ds>.json is the full summary), per_class.csv (precision, recall, F1), confusion.csv (a DVC confusion
+`dvc metrics show`; metrics/<ds>.json is the full summary), per_class.csv (precision, recall, F1; classes with test images), confusion.csv (a DVC confusion
 plot) and misclassified.png; and metrics/<ds>/samples.png, training images of every class.
 """
 
@@ -26,7 +28,7 @@ COMPARISONS = ("finetune", "scratch")
 
 def main(ds: str) -> None:
     params = load_params(dataset=ds)
-    grid_images = params.evaluate.grid_images
+    cfg = params.evaluate
     artefacts = Artefacts(ds)
     manifest, classes = artefacts.read_manifest()
     test, train = manifest[manifest.split == "test"], manifest[manifest.split == "train"]
@@ -37,13 +39,16 @@ def main(ds: str) -> None:
     for name, head in heads.items():
         proba = align_proba(head.predict_proba(X), head.classes_, classes)
         out = artefacts.head_report(name)
-        report[name] = summary(proba, y, classes)
+        report[name] = summary(proba, y, classes, n_resamples=cfg.bootstrap_resamples, seed=cfg.seed)
         write_csv(out / "per_class.csv", per_class_report(proba, y, classes))
         write_csv(out / "confusion.csv", confusion(proba, y, classes))
-        save_figure(misclassified_grid(test.path.tolist(), y, proba, classes, limit=grid_images,
+        save_figure(misclassified_grid(test.path.tolist(), y, proba, classes, limit=cfg.grid_images,
                                        title=f"{ds} test, {name}: most confident mistakes"),
                     out / "misclassified.png")
-    report["logreg"]["C"] = round(heads["logreg"].C_, 8)
+    logreg = heads["logreg"]
+    report["logreg"]["C"] = round(logreg.C_, 8)
+    # A pick at the end of the grid means the optimum may lie beyond it (see logreg_search.json).
+    report["logreg"]["C_at_grid_edge"] = len(logreg.cs) > 2 and logreg.C_ in (min(logreg.cs), max(logreg.cs))
     for name in COMPARISONS:
         if (metrics := artefacts.read_comparison(name)) is not None:
             report[name] = metrics
@@ -53,9 +58,10 @@ def main(ds: str) -> None:
 
     # About grid_images tiles in all, at least one per class.
     save_figure(class_samples_grid(train.path.tolist(), train.label.to_numpy(), classes,
-                                   per_class=max(1, grid_images // len(classes)), title=f"{ds}: training images"),
+                                   per_class=max(1, cfg.grid_images // len(classes)), title=f"{ds}: training images"),
                 artefacts.samples_png)
-    line = ", ".join(f"{name} top1 {report[name]['top1']:.4f}" for name in (*heads, *COMPARISONS) if name in report)
+    line = ", ".join(f"{name} top1 {report[name]['top1']:.4f} [{report[name]['top1_ci95'][0]:.3f}, "
+                     f"{report[name]['top1_ci95'][1]:.3f}]" for name in (*heads, *COMPARISONS) if name in report)
     print(f"evaluate@{ds}: {len(test)} test images: {line}", file=sys.stderr)
 
 

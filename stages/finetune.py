@@ -4,16 +4,19 @@ Reads finetune.enabled, finetune.epochs, finetune.lr, finetune.batch_size, finet
 embed.batch_size, embed.num_workers, embed.precision. Switched off it only writes
 metrics/<ds>/finetune.json = {"enabled": false}. Switched on: the trunk before the last block stays
 frozen (its activations are computed once); the last block, the final conv and a linear layer are
-trained, the linear layer starting from a logistic probe fit on the training split with
-logreg's chosen C. Best epoch by validation loss. Writes {enabled, backbone, best_epoch,
+trained, the linear layer starting from a logistic probe with logreg's chosen C. The heads' protocol:
+the epoch count is chosen by validation loss on a run trained on train, then the net is trained
+again on train+val (probe fit on train+val) for that many epochs and tested. Writes {enabled, backbone, best_epoch,
 epochs_run, val_before, val, test} to metrics/<ds>/finetune.json; evaluate copies `test` into
 metrics/<ds>.json.
 """
 
 from __future__ import annotations
 
+import copy
 import sys
 
+import numpy as np
 import torch
 
 from petprobe.artefacts import SPLITS, Artefacts
@@ -48,16 +51,23 @@ def main(ds: str) -> None:
 
     tail = tail.to(device)
     with torch.no_grad():
-        train_embeddings = torch.cat([tail(a) for a in acts["train"].split(256)]).cpu().numpy()
-    probe = LogRegHead(cs=(LogRegHead.load(artefacts.model("logreg")).C_,))
-    probe.fit(train_embeddings, splits["train"].label.to_numpy())
-    classes = [str(c) for c in probe.classes_]
+        embeddings = {s: torch.cat([tail(a) for a in acts[s].split(256)]).cpu().numpy() for s in ("train", "val")}
+    C = LogRegHead.load(artefacts.model("logreg")).C_
+
+    def probe(fit_splits: tuple[str, ...]) -> LogRegHead:
+        """logreg's C, fit on the splits the run trains on (train; then train+val for the refit)."""
+        return LogRegHead(cs=(C,)).fit(np.concatenate([embeddings[s] for s in fit_splits]),
+                                       np.concatenate([splits[s].label.to_numpy() for s in fit_splits]))
+
+    classes = [str(c) for c in probe(("train",)).classes_]
     if set(classes) != set(manifest.label):
         raise PetprobeError(f"finetune@{ds}: every class needs training images")
     targets = {s: torch.as_tensor(class_index(rows.label, classes)).to(device) for s, rows in splits.items()}
     labels = {s: rows.label.to_numpy() for s, rows in splits.items()}
 
-    result = train_comparison(lambda: FinetuneNet(tail, probe.to_module()).to(device), acts, targets, labels, classes,
+    # A fresh copy of the tail per run: the refit starts from the pretrained block, not the tuned one.
+    make_net = lambda fit_splits: FinetuneNet(copy.deepcopy(tail), probe(fit_splits).to_module()).to(device)  # noqa: E731
+    result = train_comparison(make_net, acts, targets, labels, classes,
                               lr=cfg.lr, weight_decay=0.0, batch_size=cfg.batch_size, epochs=cfg.epochs,
                               seed=cfg.seed, desc=f"finetune {ds}")
     write_json(artefacts.comparison("finetune"), {"enabled": True, "backbone": backbone.name, **result})

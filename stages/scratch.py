@@ -3,7 +3,8 @@
 Reads scratch.enabled, scratch.epochs, scratch.lr, scratch.batch_size, scratch.image_size,
 scratch.seed. Switched off it only writes metrics/<ds>/scratch.json = {"enabled": false}.
 Switched on: images are resized to image_size, a four-stage CNN (SmallCNN) is trained with
-random left-right flips, best epoch by validation loss. Writes {enabled, image_size, best_epoch,
+random left-right flips; the epoch count is chosen by validation loss on a run trained on train,
+then the net is trained again on train+val for that many epochs and tested. Writes {enabled, image_size, best_epoch,
 epochs_run, val, test} to metrics/<ds>/scratch.json; evaluate copies `test` into metrics/<ds>.json.
 """
 
@@ -42,7 +43,7 @@ def main(ds: str) -> None:
     targets = {s: torch.as_tensor(class_index(rows.label, classes)).to(device) for s, rows in splits.items()}
     labels = {s: rows.label.to_numpy() for s, rows in splits.items()}
 
-    result = train_comparison(lambda: SmallCNN(len(classes)).to(device), images, targets, labels, classes,
+    result = train_comparison(lambda fit_splits: SmallCNN(len(classes)).to(device), images, targets, labels, classes,
                               lr=cfg.lr, weight_decay=1e-4, batch_size=cfg.batch_size, epochs=cfg.epochs,
                               seed=cfg.seed, augment=random_flip, desc=f"scratch {ds}")
     result.pop("val_before")  # a random network's val score says nothing here

@@ -4,7 +4,8 @@ Reads head.hidden, head.dropout, head.lr, head.weight_decay, head.batch_size, he
 head.patience, head.refit, head.seed. Writes data/models/<ds>/head.pt (state_dict) + head.json
 (config, class names) and, with DVCLive, metrics/<ds>/train_head/: per-epoch train/val loss and
 accuracy (plots/metrics/*.tsv), a curves PNG (plots/images/curves.png) and metrics.json (the
-kept epoch's validation numbers).
+early-stopping run's best epoch and its val numbers, labelled early_stopping_val_* when the saved
+model is the train+val refit, whose own test numbers are in metrics/<ds>.json).
 """
 
 from __future__ import annotations
@@ -33,11 +34,12 @@ def main(ds: str) -> None:
     head.save(artefacts.model("head"))
     write_curves(artefacts.train_head_log, head.history_, head.best_epoch_,
                  title=f"train_head@{ds}: hidden {cfg.hidden}, dropout {cfg.dropout}, lr {cfg.lr}"
-                       + (" (then refit on train+val up to the best epoch)" if cfg.refit else ""))
+                       + (" (then refit on train+val up to the best epoch)" if head.refit_ else ""),
+                 refit=head.refit_)
     best = head.history_[head.best_epoch_ - 1]
     print(f"train_head@{ds}: best epoch {head.best_epoch_} of {len(head.history_)} (val loss "
           f"{best.get('val_loss', float('nan')):.4f}, val top1 {best.get('val_accuracy', float('nan')):.3f})"
-          f"{', refit on train+val' if cfg.refit else ''}", file=sys.stderr)
+          f"{'; saved model: refit on train+val for that many epochs' if head.refit_ else ''}", file=sys.stderr)
 
 
 if __name__ == "__main__":

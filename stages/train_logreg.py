@@ -1,8 +1,11 @@
-"""train_logreg@<ds>: logistic regression on the cached embeddings.
+"""train_logreg@<ds>: the linear probe (Kornblith et al. 2019 protocol) on the cached embeddings.
 
-Reads logreg.c_min, logreg.c_max, logreg.c_steps, logreg.max_iter. C is picked by validation
-accuracy, then the model is refit on train+val. Writes data/models/<ds>/logreg.npz (no pickle)
-and metrics/<ds>/logreg_search.json (validation accuracy and log loss per C, a DVC plot).
+Reads logreg.c_min, logreg.c_max, logreg.c_steps, logreg.max_iter, logreg.cv_folds, logreg.seed.
+C is chosen by stratified k-fold cross-validation over train+val on log-loss with the one-SE rule
+(the smallest C whose mean fold log-loss is within one standard error of the lowest), then the
+model is refit on train+val. Writes data/models/<ds>/logreg.npz (no pickle) and
+metrics/<ds>/logreg_search.json: the rule, the chosen C, whether it sits at an edge of the grid,
+and one row per C (log10_C, mean and sd over folds of log-loss and accuracy; a DVC plot).
 """
 
 from __future__ import annotations
@@ -10,9 +13,11 @@ from __future__ import annotations
 import math
 import sys
 
+import numpy as np
+
 from petprobe.artefacts import Artefacts
 from petprobe.errors import run_stage
-from petprobe.heads.logreg import LogRegHead, c_grid
+from petprobe.heads.logreg import SELECTION_RULE, LogRegHead, c_grid
 from petprobe.labels import warn_missing_classes
 from petprobe.outputs import write_json
 from petprobe.params import load_params
@@ -23,21 +28,30 @@ def main(ds: str) -> None:
     cfg, artefacts = params.logreg, Artefacts(ds)
     X, y, classes = artefacts.read_training_data()
 
-    head = LogRegHead(cs=tuple(c_grid(cfg.c_min, cfg.c_max, cfg.c_steps)), max_iter=cfg.max_iter)
+    cs = c_grid(cfg.c_min, cfg.c_max, cfg.c_steps)
+    head = LogRegHead(cs=tuple(cs), max_iter=cfg.max_iter, cv_folds=cfg.cv_folds, random_state=cfg.seed)
     head.fit(X["train"], y["train"], X["val"], y["val"])
     warn_missing_classes(f"train_logreg@{ds}", classes, head.classes_)
-
     head.save(artefacts.model("logreg"))
-    # One row per C: a DVC plot of the search, not metrics (they would swamp `dvc metrics diff`).
-    write_json(artefacts.logreg_search, [
-        {"C": round(c, 8), "log10_C": round(math.log10(c), 4), "val_accuracy": round(head.val_scores_[c], 6), "val_log_loss": round(head.val_log_loss_[c], 6),
-         "within_one_se": head.val_scores_[c] >= max(head.val_scores_.values()) - head.val_tolerance_ - 1e-12,
-         "chosen": c == head.C_}
-        for c in head.val_scores_
-    ])
-    best = head.val_scores_.get(head.C_, float("nan"))
-    print(f"train_logreg@{ds}: C={head.C_:.3g} (val top1 {best:.3f}), refit on {len(y['train']) + len(y['val'])} "
-          f"images x {X['train'].shape[1]} dims", file=sys.stderr)
+
+    search = {"rule": SELECTION_RULE, "C": round(head.C_, 8), "C_at_grid_edge": head.C_at_grid_edge_ or "no"}
+    if len(cs) > 1:
+        loss, acc = head.cv_log_loss_, head.cv_accuracy_
+        search["folds"] = int(loss.shape[0])
+        search["C_lowest_mean_log_loss"] = float(f"{cs[int(np.argmin(loss.mean(axis=0)))]:.6g}")
+        search["one_se"] = round(head.cv_log_loss_se_, 6)
+        # One row per C: the search plot (mean with sd over folds as error bars), not metrics.
+        search["path"] = [{"log10_C": round(float(np.log10(c)), 4), "C": float(f"{c:.6g}"),
+                           "cv_log_loss_mean": round(float(loss[:, i].mean()), 6),
+                           "cv_log_loss_sd": round(float(loss[:, i].std(ddof=1)), 6),
+                           "cv_accuracy_mean": round(float(acc[:, i].mean()), 6),
+                           "cv_accuracy_sd": round(float(acc[:, i].std(ddof=1)), 6), "chosen": bool(c == head.C_)}
+                          for i, c in enumerate(cs)]
+    write_json(artefacts.logreg_search, search)
+    edge = (f"; at the {head.C_at_grid_edge_} edge of the grid [{cs.min():.3g}, {cs.max():.3g}]: widen it"
+            if head.C_at_grid_edge_ else "")
+    print(f"train_logreg@{ds}: C={head.C_:.3g} by {SELECTION_RULE} ({search.get('folds', 0)} folds){edge}; "
+          f"refit on {len(y['train']) + len(y['val'])} images x {X['train'].shape[1]} dims", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image
 
-from petprobe.probing.attacks import PGD, Unbounded, assess, png_roundtrip, quantize
+from petprobe.probing.attacks import PGD, Unbounded, assess, png_roundtrip, pooled_summary, quantize
 
 
 @pytest.fixture(scope="module")
@@ -119,5 +119,59 @@ def test_assess_recomputes_success_on_the_image_read_back_from_png():
     adversarial = torch.full((1, 3, 4, 4), 127.4 / 255)
     result = assess(model, images, adversarial, torch.tensor([1]))
     assert result.success.tolist() == [True]
-    assert result.png_success.tolist() == [False]
-    assert float(result.png_p_target) < 0.5 < float(result.p_target)
+    assert result.png_model_input_success.tolist() == [False]
+    assert float(result.png_model_input_p_target) < 0.5 < float(result.p_target)
+    assert result.png_via_predict_success is None  # no predict path given
+
+
+def test_transfer_success_counts_only_images_the_transfer_model_gets_right_when_clean():
+    # The transfer model calls an image "target" (1) when its mean is above 0.5. Images 0-1 are dark
+    # (right: source 0), images 2-3 bright (already wrong, "target", when clean). The attack changed
+    # nothing except brightening image 0, which now fools it.
+    transfer = MeanThreshold(0.5)
+    images = torch.tensor([0.2, 0.2, 0.8, 0.8]).view(4, 1, 1, 1).expand(4, 3, 4, 4).contiguous()
+    adversarial = images.clone()
+    adversarial[0] = 0.9
+    goal, source = torch.ones(4, dtype=torch.long), torch.zeros(4, dtype=torch.long)
+    result = assess(MeanThreshold(0.5), images, adversarial, goal, transfer=transfer, transfer_targets=goal,
+                    transfer_sources=source)
+    assert result.transfer_clean_correct.tolist() == [True, True, False, False]
+    assert result.transfer_success.tolist() == [True, False, True, True]  # counting all images: 3 of 4
+    summary = result.summary()
+    assert summary["transfer_n_clean_correct"] == 2 and summary["transfer_success_of_clean_correct"] == 0.5
+    pooled = pooled_summary([result, result])
+    assert pooled["transfer_n_clean_correct"] == 4 and pooled["transfer_success_of_clean_correct"] == 0.5
+
+
+def test_png_via_predict_runs_the_saved_file_through_petprobe_predict(cat_dog_embeddings, cat_dog_images):
+    import numpy as np
+
+    from petprobe.backbones import get_backbone
+    from petprobe.data.images import load_images, load_rgb
+    from petprobe.heads.logreg import LogRegHead
+    from petprobe.predict import Predictor
+    from petprobe.probing.classifier import pixel_classifier, pixel_transforms
+
+    train = cat_dog_embeddings["train"]
+    head = LogRegHead(cs=(0.1,)).fit(train["X"], train["labels"])
+    backbone = get_backbone("efficientnet_lite0")
+    predictor = Predictor(backbone, head, precision_name="fp32")
+    model = pixel_classifier(backbone, head.to_module())
+    images = load_images(cat_dog_images[:2], pixel_transforms(backbone))  # 224 px model inputs
+    seen = []
+
+    def predict_files(paths):
+        seen.extend(paths)
+        # What `petprobe predict` would do with these files, checked below against a hand-made path.
+        expected = head.predict_proba(backbone.build()(torch.stack(
+            [backbone.transforms()(load_rgb(p)) for p in paths])).detach().numpy())
+        got = predictor.predict_proba(paths, progress=False)
+        np.testing.assert_allclose(got, expected, atol=1e-4)
+        return torch.from_numpy(got)
+
+    targets = torch.tensor([1, 1])
+    result = assess(model, images, images, targets, predict_files=predict_files)
+    assert len(seen) == 2 and all(p.endswith(".png") for p in seen)
+    # resize 256 + crop 224 of the saved 224-px PNG is not the model input it was read back as.
+    assert not torch.allclose(result.png_via_predict_p_target, result.png_model_input_p_target.float(), atol=1e-3)
+    assert {"png_via_predict_success", "png_via_predict_p_target"} <= set(result.summary())

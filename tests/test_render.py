@@ -15,13 +15,14 @@ TINY = {
                "unbounded_steps": 2, "transfer_per_class": 2, "grid_images": 1, "head": "logreg",
                "imagenet_classes": [340]},
     "logreg": {"c_steps": 2},
+    "head": {"hidden": 0, "max_epochs": 2, "patience": 1},
     "embed": {"num_workers": 0, "precision": "fp32"},
 }
 
 
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory):
-    from stages import embed, render, train_logreg
+    from stages import embed, render, train_head, train_logreg
 
     root = tmp_path_factory.mktemp("repo")
     rows = [(PETIMAGES / label / f"{n}.jpg", label, split)
@@ -33,7 +34,7 @@ def rendered(tmp_path_factory):
     (root / "params.yaml").write_text(yaml.safe_dump(TINY))
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(root)
-        for stage in (embed, train_logreg, render):
+        for stage in (embed, train_logreg, train_head, render):
             stage.main("catsdogs")
     return root
 
@@ -47,20 +48,30 @@ def test_render_writes_grids_metrics_and_the_eps_curve(rendered):
     assert report["backbone"] == "efficientnet_lite0" and report["head"] == "logreg"
     assert set(report["ideal"]) == {"pixel", "fourier", "imagenet_pixel", "imagenet_fourier"}
     assert set(report["ideal"]["pixel"]) == {"Cat", "Dog"}
+    # Beyond the optimised image and model: fresh transforms, the other head, another backbone.
+    assert set(report["ideal"]["pixel"]["Cat"]) == {"p_target_optimised", "p_target_fresh_transforms",
+                                                    "p_target_head_head", "p_target_mobilenet_v2"}
+    assert set(report["ideal"]["imagenet_fourier"]["340 zebra"]) == {"p_target_optimised",
+                                                                     "p_target_fresh_transforms"}
+    assert all(0 <= p <= 1 for p in report["ideal"]["pixel"]["Dog"].values())
     assert list(report["ideal"]["imagenet_fourier"]) == ["340 zebra"]
     assert report["attacks"]["config"]["pgd_8"] == \
         "PGD(eps=0.031373, alpha=0.007843, steps=1, random_start=True, seed=0)"
     assert report["attacks"]["transfer_backbone"] == "mobilenet_v2"
     pair = report["attacks"]["Dog_to_Cat"]
-    assert set(pair) == {"n_images", "transfer_clean_accuracy", "pgd_4", "pgd_8", "unbounded"}
-    assert set(pair["pgd_8"]) == {"success", "p_target", "linf", "l2", "png_success", "png_p_target",
-                                  "transfer_success"}
+    assert set(pair) == {"n_images", "transfer_clean_accuracy", "transfer_n_clean_correct", "pgd_4", "pgd_8",
+                         "unbounded"}
+    assert set(pair["pgd_8"]) == {"success", "p_target", "linf", "l2", "png_model_input_success",
+                                  "png_model_input_p_target", "png_via_predict_success", "png_via_predict_p_target",
+                                  "transfer_success_of_clean_correct", "transfer_n_clean_correct"}
+    assert pair["pgd_8"]["transfer_n_clean_correct"] == pair["transfer_n_clean_correct"] <= pair["n_images"]
     assert pair["pgd_8"]["linf"] == pytest.approx(8 / 255, abs=1e-6)
     curve = json.loads((rendered / "metrics/catsdogs/render_eps.json").read_text())
     assert [row["eps_255"] for row in curve] == [4, 8]
     # The few numbers `dvc metrics show` carries come from the same pooled rows and ideal images.
     top = json.loads((rendered / "metrics/catsdogs/render_headline.json").read_text())
-    assert top["pgd_4"] == {"success": curve[0]["success"], "transfer_success": curve[0]["transfer_success"]}
-    ideal = [p for kind in ("pixel", "fourier") for p in report["ideal"][kind].values()]
-    assert top["ideal_p"] == pytest.approx(sum(ideal) / len(ideal), abs=1e-6)
+    assert top["pgd_4"] == {k: curve[0][k] for k in ("success", "png_via_predict_success",
+                                                     "transfer_success_of_clean_correct")}
+    ideal = [p["p_target_fresh_transforms"] for kind in ("pixel", "fourier") for p in report["ideal"][kind].values()]
+    assert top["ideal_p_fresh"] == pytest.approx(sum(ideal) / len(ideal), abs=1e-6)
     assert all(0 <= row["success"] <= 1 and row["n_images"] >= 1 for row in curve)

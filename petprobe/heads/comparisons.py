@@ -5,8 +5,9 @@
 tail's BatchNorm statistics stay frozen; because the trunk is frozen and there is no augmentation,
 its activations are computed once (``trunk_activations``) and every epoch runs on the tail only.
 ``SmallCNN`` is a four-stage CNN trained from random init on small uint8 images.
-``train_comparison`` is the loop both share: seeded, early-stopped on validation loss, and
-summarised on the test split the same way.
+``train_comparison`` is the protocol both share, the heads' one: seeded, the epoch count chosen by
+validation loss on a run trained on train, then a refit on train+val for that many epochs, scored
+on the test split the same way.
 """
 
 from __future__ import annotations
@@ -89,26 +90,38 @@ def random_flip(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor
     return torch.where(flip[:, None, None, None], batch.flip(-1), batch)
 
 
-def train_comparison(make_net: Callable[[], nn.Module], inputs: dict, targets: dict, labels: dict, classes, *,
-                     lr: float, weight_decay: float, batch_size: int, epochs: int, seed: int,
+def train_comparison(make_net: Callable[[tuple[str, ...]], nn.Module], inputs: dict, targets: dict, labels: dict,
+                     classes, *, lr: float, weight_decay: float, batch_size: int, epochs: int, seed: int,
                      augment: Callable | None = None, desc: str) -> dict:
-    """Build ``make_net()`` and train it on the train split, keeping the epoch of lowest val loss.
+    """The heads' data protocol: choose the epoch count on val, then train on train+val and test.
 
-    ``inputs``/``targets``/``labels`` map train, val and test to tensors, class-index tensors and
-    label arrays. Initialisation, dropout, shuffling and ``augment`` all draw from ``seed``.
-    Returns the fields both comparison stages report: best_epoch, epochs_run, val_before (the
-    untrained net on val), val and test (``reporting.metrics.summary``).
+    ``make_net(splits)`` builds a fresh net whose initialisation may use the named splits (the
+    fine-tuning probe is fit on them): ``("train",)`` for the early-stopping run, which keeps the
+    epoch of lowest val loss, then ``("train", "val")`` for the refit of that many epochs (cosine
+    schedule over its own length), the model whose test numbers are reported, as TorchHead and
+    LogRegHead refit on train+val. ``inputs``/``targets``/``labels`` map train, val and test to
+    tensors, class-index tensors and label arrays. Initialisation, dropout, shuffling and
+    ``augment`` all draw from ``seed``. Returns best_epoch, epochs_run, val_before (the untrained
+    net on val), val (the early-stopping run's best epoch, trained on train only) and test (the
+    train+val refit, ``reporting.metrics.summary``).
     """
     with seeded(seed):
-        net = make_net()
+        net = make_net(("train",))
         val_before = evaluate_classifier(net, inputs["val"], targets["val"])
         history = fit_classifier(net, inputs["train"], targets["train"], inputs["val"], targets["val"], lr=lr,
                                  weight_decay=weight_decay, batch_size=batch_size, max_epochs=epochs,
                                  patience=epochs, generator=torch.Generator().manual_seed(seed), augment=augment,
                                  desc=desc)
     best = min(history, key=lambda r: r["val_loss"])
+    with seeded(seed):
+        net = make_net(("train", "val"))
+        fit_classifier(net, torch.cat([inputs["train"], inputs["val"]]), torch.cat([targets["train"], targets["val"]]),
+                       lr=lr, weight_decay=weight_decay, batch_size=batch_size, max_epochs=epochs, patience=epochs,
+                       stop_epoch=best["epoch"], generator=torch.Generator().manual_seed(seed), augment=augment,
+                       desc=desc and f"{desc} (refit on train+val)")
     proba = predict_proba(net, inputs["test"], batch_size=256, dtype=torch.float64).numpy()
     return {"best_epoch": best["epoch"], "epochs_run": len(history),
             "val_before": {"loss": round(val_before[0], 6), "top1": round(val_before[1], 6)},
             "val": {"loss": round(best["val_loss"], 6), "top1": round(best["val_accuracy"], 6)},
+            "test_model": f"refit on train+val for {best['epoch']} epochs",
             "test": summary(proba, labels["test"], classes)}

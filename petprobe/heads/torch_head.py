@@ -96,7 +96,8 @@ class TorchHead(ClassifierMixin, BaseEstimator):
     dropout : float
         Dropout probability on the standardised input (and on the hidden layer).
     lr, weight_decay : float
-        AdamW learning rate (decayed by a cosine schedule over ``max_epochs``) and weight decay.
+        AdamW learning rate (decayed by a cosine schedule over ``max_epochs``, or over the refit's
+        length) and weight decay.
     batch_size : int
         Mini-batch size; batches are shuffled from a ``torch.Generator`` seeded by ``random_state``.
     max_epochs, patience : int
@@ -104,7 +105,9 @@ class TorchHead(ClassifierMixin, BaseEstimator):
         best epoch's weights.
     refit : bool
         After early stopping, train again from the same initialisation on train + validation
-        data for the best epoch count (as ``LogRegHead`` refits with the chosen C).
+        data for the best epoch count, its cosine schedule spanning those epochs (as
+        ``LogRegHead`` refits with the chosen C). The history's val numbers are then those of the
+        early-stopping run, not of the saved model (whose training data include val).
     random_state : int or None
         Seeds initialisation, dropout and shuffling. The same seed gives identical weights on
         the same machine (training runs on one CPU thread, whatever the thread setting).
@@ -168,6 +171,7 @@ class TorchHead(ClassifierMixin, BaseEstimator):
         self.module_ = net.eval()
         self.history_ = history
         self.best_epoch_ = best_epoch
+        self.refit_ = bool(self.refit and has_val)
         return self
 
     def _train(self, X, y, X_val, y_val, classes, seed: int, *, stop_epoch, desc):

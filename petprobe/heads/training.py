@@ -82,16 +82,18 @@ def fit_classifier(module: torch.nn.Module, inputs: torch.Tensor, targets: torch
     over the epoch's mini-batches, with dropout and ``augment`` active) and, with a validation
     set, ``val_loss`` and ``val_accuracy`` (eval mode). Training stops after ``patience`` epochs
     without a lower validation loss, and the best epoch's weights are loaded back. Without a
-    validation set it runs ``max_epochs`` (or ``stop_epoch``, on the same learning-rate schedule)
-    and keeps the last weights.
+    validation set it runs ``max_epochs`` (or ``stop_epoch``, with the cosine schedule spanning those
+    ``stop_epoch`` epochs) and keeps the last weights.
 
     ``augment(batch, generator)`` may transform each training batch, drawing randomness only
     from ``generator``.
     """
     trainable = [p for p in module.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=lr, weight_decay=weight_decay)
-    # Cosine decay over the epoch budget; early stopping may end the run before the floor.
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max_epochs)
+    # Cosine decay over the epoch budget; early stopping may end the run before the floor. A run
+    # of fixed length (stop_epoch, the refit after early stopping) decays over its own length, so
+    # it ends at the floor instead of at an almost undecayed rate.
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=min(stop_epoch or max_epochs, max_epochs))
     has_val = val_inputs is not None and len(val_inputs) > 0
     history, best_loss, best_state, stale = [], math.inf, None, 0
     bar = progress(range(1, min(max_epochs, stop_epoch or max_epochs) + 1), desc=desc, unit="epoch", disable=desc is None, leave=False)

@@ -6,7 +6,12 @@ hyperparameters (it goes into render.json). The model must take [0,1] images and
 ``(N, C)`` logits tensor (``petprobe.probing.classifier.PixelClassifier``); normalisation is inside it.
 
 ``assess`` measures a batch of adversarial images: success, target probability, L-inf and L2 size
-of the perturbation, success after a real 8-bit PNG write and read, and transfer to a second model.
+of the perturbation; success when the 224-px model input is written as an 8-bit PNG and read back
+straight into the model (``png_model_input_*``: quantisation only); success when that PNG goes
+through exactly what `petprobe predict` does to a file (``png_via_predict_*``: resize, centre crop,
+its precision); and transfer to a second model, counted only over the images that model gets right
+when clean (``transfer_success_of_clean_correct`` over ``transfer_n_clean_correct`` images), so its
+own clean mistakes never count as transferred.
 """
 
 from __future__ import annotations
@@ -185,27 +190,46 @@ class Assessment:
     p_target: torch.Tensor
     linf: torch.Tensor  # perturbation size in [0,1] pixel units
     l2: torch.Tensor
-    png_success: torch.Tensor  # still predicted as the target after an 8-bit PNG write and read
-    png_p_target: torch.Tensor
+    png_model_input_success: torch.Tensor  # the model input saved as an 8-bit PNG, read back, fed to the model
+    png_model_input_p_target: torch.Tensor
+    png_via_predict_success: torch.Tensor | None = None  # that PNG through `petprobe predict`'s preprocessing
+    png_via_predict_p_target: torch.Tensor | None = None
     transfer_success: torch.Tensor | None = None  # the second model predicts the target
+    transfer_clean_correct: torch.Tensor | None = None  # the second model is right on the clean image
 
     def summary(self) -> dict:
-        mean = lambda t: round(float(t.float().mean()), 6)  # noqa: E731
+        mean = lambda t: round(float(t.float().mean()), 6) if len(t) else None  # noqa: E731
         out = {"success": mean(self.success), "p_target": mean(self.p_target), "linf": mean(self.linf),
-               "l2": mean(self.l2), "png_success": mean(self.png_success), "png_p_target": mean(self.png_p_target)}
+               "l2": mean(self.l2), "png_model_input_success": mean(self.png_model_input_success),
+               "png_model_input_p_target": mean(self.png_model_input_p_target)}
+        if self.png_via_predict_success is not None:
+            out["png_via_predict_success"] = mean(self.png_via_predict_success)
+            out["png_via_predict_p_target"] = mean(self.png_via_predict_p_target)
         if self.transfer_success is not None:
-            out["transfer_success"] = mean(self.transfer_success)
+            out.update(_transfer_summary([self]))
         return out
+
+
+def _transfer_summary(assessments: list["Assessment"]) -> dict:
+    """Transfer success over the images the transfer model classifies right when clean, and their count."""
+    hit = torch.cat([a.transfer_success for a in assessments])
+    kept = torch.cat([a.transfer_clean_correct for a in assessments])
+    rate = round(float(hit[kept].float().mean()), 6) if kept.any() else None
+    return {"transfer_success_of_clean_correct": rate, "transfer_n_clean_correct": int(kept.sum())}
 
 
 @torch.no_grad()
 def assess(model: nn.Module, images: torch.Tensor, adversarial: torch.Tensor, targets: torch.Tensor, *,
            transfer: nn.Module | None = None, transfer_targets: torch.Tensor | None = None,
-           batch_size: int = 16) -> Assessment:
+           transfer_sources: torch.Tensor | None = None,
+           predict_files: Callable[[list[str]], torch.Tensor] | None = None, batch_size: int = 16) -> Assessment:
     """Measure ``adversarial`` (made from ``images`` for ``targets``) under ``model`` and, if given, ``transfer``.
 
-    The PNG check re-runs the model on the images read back from real PNG files, not on a
-    simulated rounding.
+    The PNG checks use real PNG files: re-read into the model as they are, and, with
+    ``predict_files`` (paths -> probabilities, columns in the model's class order; the render stage
+    passes ``petprobe.predict.Predictor.predict_proba``), classified the way `petprobe predict`
+    classifies a file. Transfer needs ``transfer_sources`` (the clean images' classes in the
+    transfer model's order) to know which clean images it gets right.
     """
     def probs(m, x):
         return predict_proba(m, x, batch_size=batch_size)
@@ -213,12 +237,21 @@ def assess(model: nn.Module, images: torch.Tensor, adversarial: torch.Tensor, ta
     targets = targets.cpu()
     delta = (adversarial - images).flatten(1).cpu()
     p = probs(model, adversarial)
-    p_png = probs(model, png_roundtrip(adversarial))
     rows = torch.arange(len(targets))
+    with tempfile.TemporaryDirectory(prefix="petprobe-png-") as folder:
+        p_png = probs(model, png_roundtrip(adversarial, folder))
+        p_predict = None
+        if predict_files is not None:
+            p_predict = predict_files([str(Path(folder) / f"{i:04d}.png") for i in range(len(adversarial))])
     result = Assessment(success=p.argmax(1) == targets, p_target=p[rows, targets], linf=delta.abs().amax(1),
-                        l2=delta.norm(dim=1), png_success=p_png.argmax(1) == targets, png_p_target=p_png[rows, targets])
+                        l2=delta.norm(dim=1), png_model_input_success=p_png.argmax(1) == targets,
+                        png_model_input_p_target=p_png[rows, targets])
+    if p_predict is not None:
+        result.png_via_predict_success = p_predict.argmax(1) == targets
+        result.png_via_predict_p_target = p_predict[rows, targets].float()
     if transfer is not None:
         result.transfer_success = probs(transfer, adversarial).argmax(1) == transfer_targets.cpu()
+        result.transfer_clean_correct = probs(transfer, images).argmax(1) == transfer_sources.cpu()
     return result
 
 
@@ -236,6 +269,8 @@ def attack_suite(model: nn.Module, *, eps, pgd_steps: int, pgd_alpha: float, ran
 
 def run_attacks(attacks: dict[str, Attack], images: torch.Tensor, targets: torch.Tensor, *,
                 transfer: nn.Module | None = None, transfer_targets: torch.Tensor | None = None,
+                transfer_sources: torch.Tensor | None = None,
+                predict_files: Callable[[list[str]], torch.Tensor] | None = None,
                 batch_size: int = 16, desc: str = "attacks") -> tuple[dict[str, torch.Tensor], dict[str, Assessment]]:
     """Run every attack on ``images`` (on the model's device) and assess it; tensors come back on the CPU."""
     adversarial, assessments = {}, {}
@@ -252,16 +287,20 @@ def run_attacks(attacks: dict[str, Attack], images: torch.Tensor, targets: torch
                 attack._on_step = None
             bar.update(attack.steps - (bar.n - start))
             assessments[name] = assess(attack.model, images, adversarial[name], targets, transfer=transfer,
-                                       transfer_targets=transfer_targets, batch_size=batch_size)
+                                       transfer_targets=transfer_targets, transfer_sources=transfer_sources,
+                                       predict_files=predict_files, batch_size=batch_size)
     return adversarial, assessments
 
 
 def pooled_summary(assessments: list[Assessment]) -> dict:
     """Rates over the images of several assessments together (e.g. every pair at one eps)."""
-    fields = ["success", "p_target", "png_success"]
-    if assessments[0].transfer_success is not None:
-        fields.append("transfer_success")
+    fields = ["success", "p_target", "png_model_input_success"]
+    if all(a.png_via_predict_success is not None for a in assessments):
+        fields.append("png_via_predict_success")
     out = {"n_images": sum(len(a.success) for a in assessments)}
     for name in fields:
         out[name] = round(float(torch.cat([getattr(a, name) for a in assessments]).float().mean()), 6)
+    with_transfer = [a for a in assessments if a.transfer_success is not None]
+    if with_transfer:
+        out.update(_transfer_summary(with_transfer))
     return out

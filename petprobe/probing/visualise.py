@@ -28,7 +28,7 @@ from petprobe.progress import progress
 
 __all__ = ["pixel_image", "fourier_image", "color_sqrt", "pad", "jitter", "random_scale", "random_rotate",
            "compose", "standard_transforms", "Objective", "class_logit", "class_log_prob", "total_variation",
-           "l2", "render", "ideal_images", "ideal_images_of"]
+           "l2", "render", "ideal_images", "ideal_images_of", "p_target_under_transforms"]
 
 Shape = tuple[int, int, int, int]
 
@@ -259,13 +259,34 @@ def ideal_images(model: nn.Module, targets: Sequence[int], *, size: int, steps: 
             for name, (param_f, objective) in setups.items()}
 
 
+@torch.no_grad()
+def p_target_under_transforms(model: nn.Module, images: torch.Tensor, targets: Sequence[int],
+                              transforms: Sequence[Transform], *, draws: int = 16, seed: int = 1) -> torch.Tensor:
+    """Mean p(target) of each image over ``draws`` random draws of ``transforms`` from a generator
+    seeded with ``seed`` (not the optimisation's), so the draws are ones the image was not fit to."""
+    generator, transform = torch.Generator().manual_seed(seed), compose(transforms)
+    rows, t = torch.arange(len(images)), torch.as_tensor(list(targets))
+    was_training = model.training
+    model.eval()
+    try:
+        p = [model(transform(images, generator)).float().softmax(1).cpu()[rows, t] for _ in range(draws)]
+    finally:
+        model.train(was_training)
+    return torch.stack(p).mean(0)
+
+
 def ideal_images_of(models: dict[str, tuple[nn.Module, list[str], list[int]]], *, size: int, steps: int, lr: float,
                     seed: int, tv_weight: float, l2_weight: float, color: torch.Tensor | None = None,
-                    device: torch.device | str = "cpu") -> tuple[dict, dict]:
+                    judges: dict[str, dict[str, tuple[nn.Module, list[int | None]]]] | None = None,
+                    draws: int = 16, device: torch.device | str = "cpu") -> tuple[dict, dict]:
     """``ideal_images`` for several models (``{prefix: (model, class names, class indices)}``).
 
-    Returns ``({prefix + method: (images, names, p(target))}, {prefix + method: {name: p}})``: the
-    images for the sheet and the final target probabilities for the report.
+    Returns ``({prefix + method: (images, names, p(target))}, {prefix + method: {name: {...}}})``: the
+    images for the sheet and, for the report, per image: ``p_target_optimised`` (the model and the
+    exact image it was optimised for: high by construction), ``p_target_fresh_transforms`` (mean over
+    ``draws`` random shifts/scalings/rotations it never saw) and ``p_target_<judge>`` for each other
+    model in ``judges[prefix]`` (``{name: (model, index of each class or None when it lacks it)}``),
+    so a reader sees whether the image carries the class or only fools the one model.
     """
     from petprobe.heads.training import predict_proba
 
@@ -275,7 +296,13 @@ def ideal_images_of(models: dict[str, tuple[nn.Module, list[str], list[int]]], *
                                            tv_weight=tv_weight, l2_weight=l2_weight, color=color, device=device,
                                            desc=f"ideal images{', ImageNet classes,' if prefix else ''}").items():
             p = predict_proba(model, images, batch_size=16)[torch.arange(len(index)), index]
+            fresh = p_target_under_transforms(model, images, index, standard_transforms(), draws=draws, seed=seed + 1)
             ideal[prefix + method] = (images, names, p)
-            report[prefix + method] = {n: round(float(v), 6) for n, v in zip(names, p)}
+            rows = {n: {"p_target_optimised": round(float(v), 6), "p_target_fresh_transforms": round(float(f), 6)}
+                    for n, v, f in zip(names, p, fresh)}
+            for judge, (other, other_index) in (judges or {}).get(prefix, {}).items():
+                q = predict_proba(other, images, batch_size=16)
+                for i, (n, j) in enumerate(zip(names, other_index)):
+                    rows[n][f"p_target_{judge}"] = None if j is None else round(float(q[i, j]), 6)
+            report[prefix + method] = rows
     return ideal, report
-

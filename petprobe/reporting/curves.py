@@ -34,8 +34,13 @@ def outside_the_repo(folder: str):
         os.environ.update(hidden)
 
 
-def write_curves(out_dir: Path, history: list[dict], best_epoch: int, title: str) -> None:
-    """Log the epochs with DVCLive, then publish its folder atomically as ``out_dir``."""
+def write_curves(out_dir: Path, history: list[dict], best_epoch: int, title: str, *, refit: bool = False) -> None:
+    """Log the epochs with DVCLive, then publish its folder atomically as ``out_dir``.
+
+    The summary's val numbers belong to the early-stopping run's kept epoch; with ``refit`` the
+    saved model is another one (retrained on train+val for ``best_epoch`` epochs, so it has no val
+    score), and the keys say so: ``early_stopping_val_*`` and ``saved_model``.
+    """
     # DVCLive writes file by file; a scratch folder, published whole, keeps readers from half a log.
     with tempfile.TemporaryDirectory(prefix="petprobe-dvclive-") as scratch, atomic_dir(out_dir) as tmp:
         with outside_the_repo(scratch), Live(dir=scratch, dvcyaml=False, save_dvc_exp=False, report=None) as live:
@@ -49,6 +54,9 @@ def write_curves(out_dir: Path, history: list[dict], best_epoch: int, title: str
             live.step = history[-1]["epoch"]
             live.log_image("curves.png", training_curves(history, best_epoch=best_epoch, title=title))
             best = history[best_epoch - 1]
+            prefix = "early_stopping_" if refit else ""
             live.summary = {"best_epoch": best_epoch, "epochs_run": len(history),
-                            **{k: round(best[k], 6) for k in ("val_loss", "val_accuracy") if k in best}}
+                            **{prefix + k: round(best[k], 6) for k in ("val_loss", "val_accuracy") if k in best},
+                            "saved_model": f"refit on train+val for {best_epoch} epochs" if refit
+                            else f"epoch {best_epoch} of the early-stopping run (trained on train)"}
         shutil.copytree(scratch, tmp, dirs_exist_ok=True)

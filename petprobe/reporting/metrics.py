@@ -2,18 +2,23 @@
 
 All functions take ``proba`` (N, C) whose columns follow ``classes`` and true labels ``y`` (N,).
 The standard ones are scikit-learn's (``sklearn.metrics``); the expected calibration error is ours.
+Headline accuracies carry 95% intervals: Wilson score for top-1 (a binomial proportion; scipy's
+``binomtest``), a seeded percentile bootstrap over test images for balanced accuracy (a mean of
+per-class recalls, not a binomial proportion; ``scipy.stats.bootstrap``).
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 from sklearn import metrics as skm
 
 from petprobe.labels import class_index
 
-__all__ = ["headline", "HEADLINE_KEYS", "top_k_accuracy", "balanced_accuracy", "log_loss", "expected_calibration_error", "per_class_report",
-           "confusion", "summary"]
+__all__ = ["headline", "HEADLINE_KEYS", "top_k_accuracy", "balanced_accuracy", "log_loss",
+           "expected_calibration_error", "per_class_report", "confusion", "summary", "wilson_interval",
+           "bootstrap_interval"]
 
 
 def top_k_accuracy(proba, y, classes, k: int = 1) -> float:
@@ -60,22 +65,54 @@ def confusion(proba, y, classes) -> pd.DataFrame:
 
 
 def per_class_report(proba, y, classes) -> pd.DataFrame:
-    """Precision, recall, F1 and support per class (0 where undefined)."""
+    """Precision, recall, F1 and support per class with test images (precision 0 where undefined).
+
+    Classes without a test image are left out: their recall and F1 are undefined, and a row of
+    zeros would read as a class the head always gets wrong.
+    """
     precision, recall, f1, support = skm.precision_recall_fscore_support(
         class_index(y, classes), np.argmax(proba, axis=1), labels=np.arange(len(classes)), zero_division=0.0)
-    return pd.DataFrame({"class": list(classes), "precision": np.round(precision, 6), "recall": np.round(recall, 6),
-                         "f1": np.round(f1, 6), "support": support.astype(int)})
+    table = pd.DataFrame({"class": list(classes), "precision": np.round(precision, 6), "recall": np.round(recall, 6),
+                          "f1": np.round(f1, 6), "support": support.astype(int)})
+    return table[table.support > 0].reset_index(drop=True)
 
 
-def summary(proba, y, classes) -> dict:
-    """The headline numbers of one head on one split (top3/top5 only with more than 5 classes)."""
-    out = {"top1": top_k_accuracy(proba, y, classes, 1), "balanced_accuracy": balanced_accuracy(proba, y, classes)}
+def wilson_interval(k: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of a proportion k/n (it stays inside [0, 1] and holds k/n, even at 0 or n)."""
+    ci = stats.binomtest(int(k), int(n)).proportion_ci(confidence_level=confidence, method="wilson")
+    return float(ci.low), float(ci.high)
+
+
+def _balanced_accuracy_of(t, pred) -> float:
+    counts = np.bincount(t)
+    present = counts > 0
+    return float((np.bincount(t[t == pred], minlength=len(counts))[present] / counts[present]).mean())
+
+
+def bootstrap_interval(statistic, *samples, n_resamples: int = 2000, seed: int = 0,
+                       confidence: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap interval of ``statistic(*samples)``, resampling rows jointly, seeded."""
+    result = stats.bootstrap(samples, statistic, paired=True, vectorized=False, n_resamples=n_resamples,
+                             confidence_level=confidence, method="percentile", rng=np.random.default_rng(seed))
+    return float(result.confidence_interval.low), float(result.confidence_interval.high)
+
+
+def summary(proba, y, classes, *, n_resamples: int = 2000, seed: int = 0) -> dict:
+    """The headline numbers of one head on one split (top3/top5 only with more than 5 classes),
+    top-1 and balanced accuracy with 95% intervals ``*_ci95: [lo, hi]`` (Wilson; bootstrap with
+    ``n_resamples`` draws from ``seed``)."""
+    t, pred = class_index(y, classes), np.argmax(proba, axis=1)
+    out = {"top1": top_k_accuracy(proba, y, classes, 1),
+           "top1_ci95": wilson_interval(int((t == pred).sum()), len(t)),
+           "balanced_accuracy": balanced_accuracy(proba, y, classes),
+           "balanced_accuracy_ci95": bootstrap_interval(_balanced_accuracy_of, t, pred, n_resamples=n_resamples,
+                                                        seed=seed)}
     if len(classes) > 5:  # with fewer, top5 is always 1 and top3 says little
         out["top3"] = top_k_accuracy(proba, y, classes, 3)
         out["top5"] = top_k_accuracy(proba, y, classes, 5)
     out["log_loss"] = log_loss(proba, y, classes)
     out["ece"] = expected_calibration_error(proba, y, classes)
-    return {k: round(v, 6) for k, v in out.items()}
+    return {k: [round(x, 6) for x in v] if isinstance(v, tuple) else round(v, 6) for k, v in out.items()}
 
 
 HEADLINE_KEYS = ("top1", "balanced_accuracy", "log_loss", "ece")
