@@ -12,7 +12,8 @@ This module is the one owner of the layout (paths relative to the repository roo
     data/models/<ds>/logreg.npz, head.pt + head.json
     data/render/<ds>/*.png
     data/explain/<ds>/*.png               feature maps, attribution maps, sanity check, curves
-    metrics/<ds>.json                     headline numbers (dvc metrics)
+    metrics/<ds>.json                     full test summary of every head (the metrics table:
+                                          <head>/headline.json, render_headline.json, explain_headline.json)
     metrics/<ds>/...                      per-stage tables, curves and figures (dvc plots)
 
 Stages, ``petprobe predict`` and the benchmark go through ``Artefacts(ds)``; nothing else spells
@@ -124,7 +125,13 @@ class Artefacts:
 
     @property
     def explain_report(self) -> Path:
+        """Everything explain measures, with intervals (a plain output; the table gets explain_headline)."""
         return self.metrics / "explain.json"
+
+    @property
+    def explain_headline(self) -> Path:
+        """Two explain numbers for the metrics table."""
+        return self.metrics / "explain_headline.json"
 
     def explain_curve(self, kind: str) -> Path:
         """Mean deletion or insertion curve of every ranking (a DVC plot)."""

@@ -9,8 +9,8 @@ head and the transfer backbone; per pair the transfer model's clean accuracy and
 images it gets right, and per attack: success, p(target), L-inf/L2 of the perturbation,
 png_model_input_* (the 8-bit PNG of the model input, re-read), png_via_predict_* (that PNG through
 `petprobe predict`), transfer_success_of_clean_correct over transfer_n_clean_correct images.
-metrics/<ds>/render_headline.json holds the few render numbers `dvc metrics show` lists (PGD,
-through-predict and transfer success at 4/255, mean ideal-image p under fresh transforms).
+metrics/<ds>/render_headline.json holds the few render numbers `dvc metrics show` lists (PGD
+and transfer success at 4/255, mean ideal-image p under fresh transforms).
 """
 
 from __future__ import annotations

@@ -63,23 +63,23 @@ def success_by_eps(attacks: dict[str, Attack], pooled: dict[str, list[Assessment
             for name, a in attacks.items() if isinstance(a, PGD) and pooled[name]]
 
 
-HEADLINE_ATTACK_KEYS = ("success", "png_via_predict_success", "transfer_success_of_clean_correct")
-
-
 def render_headline(eps_rows: list[dict], ideal: dict, *, eps_255: float = 4.0) -> dict:
     """The few render numbers ``dvc metrics show`` carries (the full report stays render.json).
 
-    ``pgd_<eps_255>``: targeted PGD success, its success after the saved PNG goes through
-    ``petprobe predict``, and transfer success over the images the transfer model gets right clean,
-    at that radius, pooled over every pair (from ``eps_rows``, success_by_eps); left out when the
-    radius was not run. ``ideal_p_fresh``: mean p(target) the dataset's head gives each class's
-    ideal image (plain-pixel and Fourier) under fresh random transforms it was not optimised
-    under (the optimised-for p is near 1 by construction), from ideal_images_of's report.
+    Short flat keys, because they are columns of one table with every other metric file.
+    ``pgd<eps>_success``: targeted PGD success at that radius, pooled over every pair (from
+    ``eps_rows``, success_by_eps); ``pgd<eps>_transfer``: transfer success at that radius over the
+    images the transfer model classifies correctly when clean; both left out when the radius was
+    not run. ``ideal_p_fresh``: mean p(target) the dataset's head gives each class's ideal image
+    (plain-pixel and Fourier) under fresh random transforms it was not optimised under (the
+    optimised-for p is near 1 by construction), from ideal_images_of's report.
     """
     out: dict = {}
     row = next((r for r in eps_rows if abs(r["eps_255"] - eps_255) < 1e-3), None)
     if row is not None:
-        out[f"pgd_{eps_255:g}"] = {k: row[k] for k in HEADLINE_ATTACK_KEYS if k in row}
+        out[f"pgd{eps_255:g}_success"] = row["success"]
+        if "transfer_success_of_clean_correct" in row:
+            out[f"pgd{eps_255:g}_transfer"] = row["transfer_success_of_clean_correct"]
     probs = [p["p_target_fresh_transforms"] for kind in ("pixel", "fourier") for p in ideal.get(kind, {}).values()]
     if probs:
         out["ideal_p_fresh"] = round(sum(probs) / len(probs), 6)
