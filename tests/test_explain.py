@@ -185,3 +185,9 @@ def test_explain_stage_writes_pictures_curves_and_measured_numbers(explained):
     curve = json.loads((explained / "metrics/pets/explain_deletion.json").read_text())
     assert [row["fraction"] for row in curve] == [0.0, 0.5, 1.0]
     assert set(curve[0]) == {"fraction", "grad_cam", "integrated_gradients", "random"}
+    # The metrics table's two numbers are the report's, as differences to their baselines.
+    top = json.loads((explained / "metrics/pets/explain_headline.json").read_text())
+    loc, faith = report["localisation"], report["faithfulness"]
+    assert top["cam_pet_gain"] == loc["grad_cam"]["pet_share_minus_uniform"]
+    assert top["cam_del_gain"] == pytest.approx(faith["random"]["deletion_auc"] - faith["grad_cam"]["deletion_auc"],
+                                                abs=1e-4)
