@@ -31,9 +31,23 @@ def tree_state(root: Path) -> dict[str, bytes]:
     return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-def run_python(code: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=cwd, capture_output=True, text=True,
-                          timeout=300, env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})})
+# Runs argv[1:] and prints its peak RSS (KiB) on stderr. The measured process must be a child of
+# this small wrapper: Linux carries the memory high-water mark of the process that forks into the
+# child's ru_maxrss, so a child of a large pytest process would report pytest's size.
+_PEAK_RSS = ("import resource, subprocess, sys\n"
+             "code = subprocess.run(sys.argv[1:]).returncode\n"
+             "print('PEAK', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr)\n"
+             "sys.exit(code)\n")
+
+
+def run_python(code: str, cwd: Path) -> tuple[subprocess.CompletedProcess, int]:
+    """Run ``code`` in a fresh interpreter; (its result, its peak RSS in KiB)."""
+    result = subprocess.run([sys.executable, "-c", _PEAK_RSS, sys.executable, "-c", textwrap.dedent(code)], cwd=cwd,
+                            capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(REPO)})
+    lines = result.stderr.strip().splitlines()
+    assert lines and lines[-1].startswith("PEAK "), result.stderr[-2000:]
+    result.stderr = "\n".join(lines[:-1])
+    return result, int(lines[-1].split()[1])
 
 
 # --- 1. names ----------------------------------------------------------------------------------
@@ -116,20 +130,17 @@ def test_embed_and_predict_with_a_strip_png_stay_under_2_gib(tmp_path):
     work.mkdir()
     (work / "params.yaml").write_text(f"datasets: [tiny]\nimagefolders: {{tiny: '{photos}'}}\n"
                                       "embed: {num_workers: 0, precision: fp32}\nlogreg: {c_steps: 2}\n")
-    result = run_python(f"""
-        import json, resource, sys
+    result, peak_kib = run_python(f"""
+        import sys
         from stages import download, prepare, embed, train_logreg
         from petprobe.cli import main
         for stage in (download, prepare, embed, train_logreg):
             stage.main("tiny")
-        status = main(["predict", {str(photos)!r}, "--dataset", "tiny", "--model", "logreg", "--json"])
-        peak = max(resource.getrusage(who).ru_maxrss for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
-        print(json.dumps({{"status": status, "peak_kib": peak}}), file=sys.stderr)
+        sys.exit(main(["predict", {str(photos)!r}, "--dataset", "tiny", "--model", "logreg", "--json"]))
     """, work)
-    summary = json.loads(result.stderr.strip().splitlines()[-1])
-    print(f"peak RSS of download+prepare+embed+train_logreg+predict: {summary['peak_kib'] / 2**20:.2f} GiB")
-    assert summary["peak_kib"] < 2 * 2**20, summary  # ru_maxrss is in KiB on Linux
-    assert summary["status"] == 1  # some files could not be classified ...
+    print(f"peak RSS of download+prepare+embed+train_logreg+predict: {peak_kib / 2**20:.2f} GiB")
+    assert peak_kib < 2 * 2**20, peak_kib  # ru_maxrss is in KiB on Linux
+    assert result.returncode == 1, result.stderr[-2000:]  # some files could not be classified ...
     predictions = {Path(r["path"]).relative_to(photos).as_posix(): r for r in json.loads(result.stdout)}
     assert predictions["Cat/strip40000.png"]["error"].startswith("too large")
     assert predictions["Dog/strip12000.png"]["error"].startswith("extreme aspect ratio")
@@ -307,12 +318,11 @@ def test_tree_digest_streams_a_large_file(tmp_path):
     (tmp_path / "big").mkdir()
     with open(tmp_path / "big" / "video.bin", "wb") as fh:
         fh.truncate(384 * 2**20)
-    result = run_python(f"""
-        import resource
+    result, peak_kib = run_python(f"""
         from petprobe.checksums import tree_digest
         files, size, _ = tree_digest({str(tmp_path / "big")!r})
-        print(files, size, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+        print(files, size)
     """, tmp_path)
-    files, size, peak_kib = map(int, result.stdout.split())
+    files, size = map(int, result.stdout.split())
     assert (files, size) == (1, 384 * 2**20)
     assert peak_kib < 150 * 1024, peak_kib  # the whole file would be 384 MiB
