@@ -142,7 +142,7 @@ class ExplainParams:
     sanity_images: int = _spec(4, ge=0)
     ig_steps: int = _spec(8, ge=2)  # integrated-gradients path steps
     curve_steps: int = _spec(8, ge=2)  # points of the deletion/insertion curves, after the clean image
-    deletion: str = _spec("blur", choices=("blur", "black"))  # what a deleted square becomes
+    deletion: str = _spec("road", choices=("road", "blur", "black"))  # what a deleted square becomes
     sanity_threshold: float = _spec(0.5, gt=0.0, le=1.0)  # rank correlation at or above it flags a method
     # Shown images: per class present, plus the most confident mistakes; feature maps of the first few.
     per_class: int = _spec(1, ge=0)

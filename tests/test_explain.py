@@ -16,7 +16,8 @@ from petprobe.backbones import get_backbone
 from petprobe.errors import PetprobeError
 from petprobe.probing.attribution import GradCAM, IntegratedGradients, feature_maps, randomised, split_classifier
 from petprobe.probing.classifier import pixel_transforms
-from petprobe.probing.measures import (centred_gaussian, curve_auc, deletion_insertion, pet_share, pointing_hits,
+from petprobe.probing.measures import (centred_gaussian, curve_auc, deletion_insertion, noisy_linear_impute, pet_share,
+                                       pointing_hits,
                                        rank_correlation, read_trimap, trimap_like, uniform_map)
 
 TRIMAP_PHOTOS = ["Abyssinian_101", "Abyssinian_107", "Bengal_107", "american_bulldog_106"]
@@ -134,6 +135,44 @@ def test_deletion_curve_of_a_constructed_case():
     assert curves["deletion"][0] == pytest.approx(expected, abs=1e-5)
     wrong_way = deletion_insertion(HalfSum(), image, target, 1 - left, steps=10, patch=16, deletion="black")
     assert curve_auc(fractions, curves["deletion"])[0] < curve_auc(fractions, wrong_way["deletion"])[0]
+
+
+def test_noisy_linear_imputation_continues_the_surroundings():
+    """A linear ramp is its own neighbour mean: a hole in it is filled back exactly, kept pixels untouched."""
+    ys, xs = torch.meshgrid(torch.linspace(0, 1, 64), torch.linspace(0, 1, 64), indexing="ij")
+    ramp = torch.stack([xs, ys, (xs + ys) / 2]).double()
+    hole = torch.zeros(64, 64, dtype=torch.bool)
+    hole[16:40, 20:44] = True
+    filled = noisy_linear_impute(ramp, hole, noise=0.0)
+    assert torch.equal(filled[:, ~hole], ramp[:, ~hole])
+    assert (filled - ramp).abs().max() < 1e-6
+    # ROAD's noise: std 0.01 around the fill, on the removed pixels only.
+    noisy = noisy_linear_impute(ramp, hole, noise=0.01, rng=np.random.default_rng(0))
+    assert float((noisy - ramp)[:, hole].std()) == pytest.approx(0.01, rel=0.1)
+    # Solved on a 2x coarser grid: close to the ramp still (bilinear upsampling of a linear fill).
+    assert (noisy_linear_impute(ramp, hole, noise=0.0, factor=2) - ramp)[:, hole].abs().max() < 0.03
+
+
+def test_road_deletion_fills_from_what_is_left():
+    """Left half white, right half black; HalfSum reads the left half. Deleting the left squares
+    first (the map's order) fills them from the black right half: p falls to sigmoid(0) at the
+    midpoint. The reverse order fills the right half from the white left: p stays sigmoid(8)."""
+    image = torch.zeros(1, 3, 224, 224)
+    image[..., :112] = 1.0
+    left = torch.zeros(1, 224, 224)
+    left[..., :112] = 1.0
+    target = torch.tensor([1])
+    right_way = deletion_insertion(HalfSum(), image, target, left, steps=4, patch=16, deletion="road")
+    wrong_way = deletion_insertion(HalfSum(), image, target, 1 - left, steps=4, patch=16, deletion="road")
+    sigmoid = lambda z: 1 / (1 + np.exp(-z))  # noqa: E731
+    assert right_way["deletion"][0, 0] == pytest.approx(sigmoid(8), abs=1e-5)
+    assert right_way["deletion"][0, 2] == pytest.approx(sigmoid(0), abs=0.02)
+    assert wrong_way["deletion"][0, 2] == pytest.approx(sigmoid(8), abs=0.02)
+    # All removed: the image's mean colour (0.5) whatever the order.
+    assert right_way["deletion"][0, 4] == pytest.approx(wrong_way["deletion"][0, 4], abs=0.02)
+    assert right_way["deletion"][0, 4] == pytest.approx(sigmoid(4), abs=0.02)
+    assert curve_auc(right_way["fraction"], right_way["deletion"])[0] < \
+        curve_auc(wrong_way["fraction"], wrong_way["deletion"])[0] - 0.1
 
 
 TINY = {

@@ -166,7 +166,7 @@ def explain_test_images(model: PixelClassifier, net: torch.nn.Module, transforms
 
     k = min(faithfulness_images, len(images))
     curve_sets = {}
-    faithfulness: dict = {"n_images": k, "steps": curve_steps}  # deletion: squares blurred or blacked out
+    faithfulness: dict = {"n_images": k, "steps": curve_steps}  # deletion: squares imputed (ROAD), blurred or blacked out
     all_maps = {**{name: m[:k] for name, m in maps.items()}, "random": RandomMap(seed)(images[:k], targets[:k])}
     for name, m in all_maps.items():
         curve_sets[name] = deletion_insertion(model, images[:k], targets[:k], m, steps=curve_steps, deletion=deletion,

@@ -34,10 +34,14 @@ def _overlay(ax, image: torch.Tensor, heat: torch.Tensor | None, trimap: torch.T
 
 
 def _grid(rows: int, cols: int, title: str, cell: float = 1.6, caption: float = 0.35) -> tuple[Figure, np.ndarray]:
-    fig = Figure(figsize=(cols * cell, rows * (cell + caption) + 0.5), dpi=100)
+    # The title's band (inches) holds every line of it, and the first row's captions sit below it,
+    # so a two-line title never runs into them.
+    band = 0.1 + (title.count("\n") + 1) * 8 * 1.3 / 72
+    fig = Figure(figsize=(cols * cell, rows * (cell + caption) + band), dpi=100)
     axes = np.asarray(fig.subplots(rows, cols, squeeze=False))
-    fig.suptitle(title, fontsize=8)
-    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=1 - 0.5 / fig.get_figheight(), wspace=0.04,
+    height = fig.get_figheight()
+    fig.suptitle(title, fontsize=8, y=1 - 0.05 / height, va="top")
+    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=1 - (band + caption) / height, wspace=0.04,
                         hspace=caption / cell + 0.08)
     return fig, axes
 

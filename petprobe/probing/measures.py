@@ -7,9 +7,12 @@
   the border counting as a hit (the border band plays the role of the game's 15-px tolerance).
   ``uniform_map`` and ``centred_gaussian`` are the two content-blind baselines.
 - *Faithfulness* (Petsiuk et al. 2018, RISE): ``deletion_insertion`` removes 16-px squares in the
-  map's order (blurred, or set to black) or adds them (onto a blurred copy) and records p(class) at each step; the
-  area under each curve (``curve_auc``) is low for deletion and high for insertion when the map
-  points at what the model uses.
+  map's order or adds them (onto a blurred copy) and records p(class) at each step; the area under
+  each curve (``curve_auc``) is low for deletion and high for insertion when the map points at what
+  the model uses. Removed squares are filled by ROAD's noisy linear imputation (Rong et al. 2022,
+  ``noisy_linear_impute``): each removed pixel the weighted mean of its 8 neighbours, plus a little
+  noise, so the fill continues its surroundings and the removal pattern itself carries no class
+  evidence (a blurred or black square does: the shape of what was removed leaks the order).
 - *Sanity* (Adebayo et al. 2018): ``rank_correlation`` of each image's map before and after the
   model's weights are re-drawn; a map that does not change does not explain this model.
 """
@@ -23,7 +26,7 @@ from PIL import Image
 from petprobe.errors import PetprobeError
 
 __all__ = ["TRIMAP_PET", "TRIMAP_BACKGROUND", "TRIMAP_BORDER", "read_trimap", "trimap_like", "pet_share",
-           "pointing_hits", "uniform_map", "centred_gaussian", "deletion_insertion", "curve_auc",
+           "pointing_hits", "uniform_map", "centred_gaussian", "noisy_linear_impute", "deletion_insertion", "curve_auc",
            "rank_correlation", "mean_ci95"]
 
 TRIMAP_PET, TRIMAP_BACKGROUND, TRIMAP_BORDER = 1, 2, 3
@@ -100,20 +103,90 @@ def _pixel_order(maps: torch.Tensor, seed: int) -> torch.Tensor:
     flat = _flat(maps).numpy()
     return torch.from_numpy(np.stack([np.lexsort((rng.random(row.size), -row)) for row in flat]))
 
+# ROAD's neighbour weights (Rong et al. 2022): direct neighbours 1/6, diagonal ones 1/12.
+_NEIGHBOURS = ((-1, 0, 1 / 6), (1, 0, 1 / 6), (0, -1, 1 / 6), (0, 1, 1 / 6),
+               (-1, -1, 1 / 12), (-1, 1, 1 / 12), (1, -1, 1 / 12), (1, 1, 1 / 12))
+
+
+def _linear_fill(pixels: np.ndarray, gone: np.ndarray) -> np.ndarray:
+    """``pixels`` (C, H, W) with the ``gone`` (H, W) pixels solved as the weighted mean of their neighbours.
+
+    One sparse linear system for all removed pixels (known neighbours on the right-hand side),
+    neighbours outside the image left out; with nothing known, the image's mean colour.
+    """
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.linalg import spsolve
+
+    c, h, w = pixels.shape
+    flat, gone = pixels.reshape(c, -1).copy(), gone.reshape(-1)
+    if gone.all():
+        flat[:] = flat.mean(1, keepdims=True)
+        return flat.reshape(c, h, w)
+    where = np.flatnonzero(gone)
+    n = where.size
+    slot = np.full(h * w, -1, dtype=np.int64)
+    slot[where] = np.arange(n)
+    y, x = np.divmod(where, w)
+    rows, cols, vals = [np.arange(n)], [np.arange(n)], []
+    diagonal, rhs = np.zeros(n), np.zeros((n, c))
+    for dy, dx, weight in _NEIGHBOURS:
+        ny, nx = y + dy, x + dx
+        inside = np.flatnonzero((ny >= 0) & (ny < h) & (nx >= 0) & (nx < w))
+        j = ny[inside] * w + nx[inside]
+        diagonal[inside] += weight
+        unknown = gone[j]
+        rows.append(inside[unknown])
+        cols.append(slot[j[unknown]])
+        vals.append(np.full(int(unknown.sum()), -weight))
+        np.add.at(rhs, inside[~unknown], weight * flat[:, j[~unknown]].T)
+    vals.insert(0, diagonal)
+    system = coo_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n)).tocsc()
+    flat[:, where] = np.asarray(spsolve(system, rhs)).reshape(n, c).T
+    return flat.reshape(c, h, w)
+
+
+def noisy_linear_impute(image: torch.Tensor, removed: torch.Tensor, *, noise: float = 0.01, factor: int = 1,
+                        rng: np.random.Generator | None = None) -> torch.Tensor:
+    """ROAD's noisy linear imputation (Rong et al. 2022) of the ``removed`` (H, W) pixels of ``image`` (C, H, W).
+
+    Each removed pixel becomes the weighted mean of its 8 neighbours (direct 1/6, diagonal 1/12),
+    solved jointly as a sparse linear system, plus Gaussian noise of std ``noise`` (pixel values in
+    [0, 1]; ROAD's 0.01). Kept pixels are returned unchanged. ``factor`` > 1 solves on an image
+    average-pooled by ``factor`` and upsamples the fill bilinearly (the noise is added at full
+    size): the fill is smooth, so a coarser grid changes it little and costs ``factor**2`` fewer
+    unknowns; a removed low-resolution pixel is one any of whose pixels is removed.
+    """
+    import torch.nn.functional as F
+
+    rng = rng if rng is not None else np.random.default_rng(0)
+    removed = removed.to(image.device).bool()
+    if not removed.any():
+        return image.clone()
+    if factor > 1:
+        small = F.avg_pool2d(image[None].double(), factor, ceil_mode=True)[0]
+        gone = F.max_pool2d(removed[None, None].double(), factor, ceil_mode=True)[0, 0] > 0
+        fill = torch.from_numpy(_linear_fill(small.cpu().numpy(), gone.cpu().numpy()))
+        fill = F.interpolate(fill[None], size=image.shape[1:], mode="bilinear", align_corners=False)[0]
+    else:
+        fill = torch.from_numpy(_linear_fill(image.double().cpu().numpy(), removed.cpu().numpy()))
+    fill = fill + noise * torch.from_numpy(rng.standard_normal(fill.shape))
+    return torch.where(removed, fill.to(image), image)
+
 
 @torch.no_grad()
 def deletion_insertion(model: torch.nn.Module, images: torch.Tensor, targets: torch.Tensor, maps: torch.Tensor,
-                       *, steps: int = 10, patch: int = 16, blur_sigma: float = 5.0, deletion: str = "blur",
-                       seed: int = 0) -> dict[str, np.ndarray]:
+                       *, steps: int = 10, patch: int = 16, blur_sigma: float = 5.0, deletion: str = "road",
+                       road_factor: int = 2, seed: int = 0) -> dict[str, np.ndarray]:
     """p(target) as ``patch``-pixel squares are deleted or inserted (onto a blurred copy) in map order.
 
     Squares are ranked by their mean map value (ties in a seeded random order). Whole squares, not
     single pixels: deleting scattered single pixels sprinkles the image with noise no photo has,
     which drops p(class) for any order and makes a random order look as good as any map.
-    ``deletion``: what a deleted square becomes, ``"blur"`` (the blurred copy insertion starts
-    from, so deletion and insertion are the same path walked from both ends) or ``"black"``
-    (RISE's constant; scattered black squares are themselves evidence against most classes, which
-    favours a random order).
+    ``deletion``: what a deleted square becomes: ``"road"`` (ROAD's noisy linear imputation from the
+    pixels still there, solved on a grid ``road_factor`` times coarser; see ``noisy_linear_impute``),
+    ``"blur"`` (the blurred copy insertion starts from) or ``"black"`` (RISE's constant). Blur and
+    black leak: the pattern of blurred or black squares is itself evidence for or against a class,
+    whatever order removed them, so a random order can look as good as a faithful map.
     Returns ``{"fraction": (steps + 1,), "deletion": (N, steps + 1), "insertion": (N, steps + 1)}``;
     column k holds p(target) with a fraction k/steps of the squares removed (deletion) or restored
     (insertion), so the first deletion column is the clean image's probability.
@@ -136,8 +209,14 @@ def deletion_insertion(model: torch.nn.Module, images: torch.Tensor, targets: to
         chosen = F.interpolate(chosen, scale_factor=patch, mode="nearest")[..., :height, :width].to(images.device)
         image = images[i:i + 1]
         blurred = gaussian_blur(image, [kernel, kernel], [blur_sigma, blur_sigma])
-        removed = blurred if deletion == "blur" else torch.zeros_like(image)
-        variants = {"deletion": image * (1 - chosen) + removed * chosen,
+        if deletion == "road":
+            rng = np.random.default_rng([seed, i])
+            deleted = torch.cat([noisy_linear_impute(image[0], mask[0], factor=road_factor, rng=rng)[None]
+                                 for mask in chosen])
+        else:
+            removed = blurred if deletion == "blur" else torch.zeros_like(image)
+            deleted = image * (1 - chosen) + removed * chosen
+        variants = {"deletion": deleted,
                     "insertion": blurred * (1 - chosen) + image * chosen}
         for kind, batch in variants.items():
             curves[kind][i] = model(batch).softmax(1)[:, int(targets[i])].double().cpu().numpy()
