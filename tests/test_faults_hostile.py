@@ -130,6 +130,7 @@ def test_embed_and_predict_with_a_strip_png_stay_under_2_gib(tmp_path):
     work.mkdir()
     (work / "params.yaml").write_text(f"datasets: [tiny]\nimagefolders: {{tiny: '{photos}'}}\n"
                                       "embed: {num_workers: 0, precision: fp32}\nlogreg: {c_steps: 2}\n")
+    (work / "dvc.yaml").write_text("stages: {}\n")  # `petprobe predict` looks for the repository upward
     result, peak_kib = run_python(f"""
         import sys
         from stages import download, prepare, embed, train_logreg
