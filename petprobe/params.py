@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +16,7 @@ from pathlib import Path
 import yaml
 
 from petprobe.errors import PetprobeError, one_line
+from petprobe.names import check_dataset_name
 
 __all__ = [
     "Params",
@@ -33,19 +33,6 @@ __all__ = [
     "parse_params",
     "check_dataset_name",
 ]
-
-# Dataset names become folder names (data/raw/<ds>, metrics/<ds>.json) and DVC stage names
-# (download@<ds>): only letters, digits, '_' and '-', so no name can be '..', absolute or nested.
-_DATASET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
-
-
-def check_dataset_name(name, key: str = "dataset") -> str:
-    """Return ``name`` if it is a safe dataset name, else raise with one line saying what is allowed."""
-    if not isinstance(name, str) or not _DATASET_NAME.fullmatch(name):
-        raise PetprobeError(f"{key} {name!r} is not a valid dataset name: use letters, digits, '_' and '-' "
-                            "(starting with a letter or digit, at most 64 characters)")
-    return name
-
 
 def _spec(default=dataclasses.MISSING, **rules):
     """A field with validation rules: choices, ge, gt, le, lt, min_len."""
