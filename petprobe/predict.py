@@ -97,23 +97,19 @@ class Predictor:
         paths = [str(p) for p in paths]
         errors = {p: self._problem(p) for p in paths}
         usable = [p for p in paths if errors[p] is None]
-        proba = np.zeros((0, len(self.head.classes_)))
-        if usable:
-            try:
-                embeddings = self._embed(usable)
-            except PetprobeError:
-                # A file that passed the check but fails to decode must not cost the others their
-                # predictions: embed one file at a time, and report the ones that fail.
-                blocks = []
-                for path in list(usable):
-                    try:
-                        blocks.append(self._embed([path]))
-                    except PetprobeError as err:
-                        errors[path] = str(err)
-                usable = [p for p in usable if errors[p] is None]
-                embeddings = np.concatenate(blocks) if blocks else np.zeros((0, self.backbone.dim), np.float32)
-            if usable:
-                proba = self.head.predict_proba(embeddings)
+        try:
+            proba = self.predict_proba(usable)
+        except PetprobeError:
+            # A file that passed the check but fails to decode must not cost the others their
+            # predictions: predict one file at a time, and report the ones that fail.
+            blocks = []
+            for path in usable:
+                try:
+                    blocks.append(self.predict_proba([path], progress=False))
+                except PetprobeError as err:
+                    errors[path] = str(err)
+            usable = [p for p in usable if errors[p] is None]
+            proba = np.concatenate(blocks) if blocks else np.zeros((0, len(self.head.classes_)))
         rows = dict(zip(usable, proba))
         results = []
         for path in paths:

@@ -242,3 +242,13 @@ def test_explain_stage_writes_pictures_curves_and_measured_numbers(explained):
     assert top["cam_pet_gain"] == loc["grad_cam"]["pet_share_minus_uniform"]
     assert top["cam_del_gain"] == pytest.approx(faith["random"]["deletion_auc"] - faith["grad_cam"]["deletion_auc"],
                                                 abs=1e-4)
+
+
+def test_shown_captions_follow_the_head_and_flag_a_disagreeing_pixel_path():
+    from petprobe.probing.explain import shown_captions
+
+    head = np.array([[0.1, 0.9], [0.7, 0.3]])
+    pixel = np.array([[0.2, 0.8], [0.4, 0.6]])  # agrees on the first image, not on the second
+    first, second = shown_captions(["Cat", "Dog"], head, pixel, ["Cat", "Dog"])
+    assert first == "true Cat\npred Dog p=0.90"
+    assert second == "true Dog\npred Cat p=0.70\n(pixel path: Dog 0.60)"

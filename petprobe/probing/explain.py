@@ -106,6 +106,19 @@ def _pick_shown(test: pd.DataFrame, proba: np.ndarray, classes: list[str], per_c
     return by_class, confident
 
 
+def shown_captions(labels: list[str], head_proba: np.ndarray, pixel_proba: np.ndarray,
+                   classes: list[str]) -> list[str]:
+    """'true X / pred Y p=..' by the head's probabilities, plus the pixel path's class where it differs."""
+    captions = []
+    for label, head_p, pixel_p in zip(labels, head_proba, pixel_proba):
+        t, q = int(head_p.argmax()), int(pixel_p.argmax())
+        caption = f"true {label}\npred {classes[t]} p={float(head_p[t]):.2f}"
+        if q != t:
+            caption += f"\n(pixel path: {classes[q]} {float(pixel_p[q]):.2f})"
+        captions.append(caption)
+    return captions
+
+
 def explain_test_images(model: PixelClassifier, net: torch.nn.Module, transforms, test: pd.DataFrame,
                         trimaps: list[Path | None], proba: np.ndarray, classes: list[str], *, n_images: int,
                         faithfulness_images: int, sanity_images: int, ig_steps: int, curve_steps: int, deletion: str,
@@ -215,14 +228,16 @@ def explain_test_images(model: PixelClassifier, net: torch.nn.Module, transforms
         if not rows:
             continue
         shown_images = _load(test.path.iloc[rows].tolist(), [None] * len(rows), transforms)[0].to(device)
-        shown_probs = _predict(model, shown_images, batch_size)
-        shown_targets = shown_probs.argmax(1)
-        captions = [f"true {test.label.iloc[r]}\npred {classes[int(t)]} p={float(p[t]):.2f}"
-                    for r, t, p in zip(rows, shown_targets, shown_probs)]
+        # Caption and maps follow the head's prediction from the embed stage's features (what the
+        # metrics count and how the mistakes were picked); where the differentiable pixel path
+        # predicts another class, the caption says so.
+        shown_targets = torch.as_tensor(proba[rows].argmax(1))
+        pixel_probs = _predict(model, shown_images, batch_size)
+        captions = shown_captions(test.label.iloc[rows].tolist(), proba[rows], pixel_probs.numpy(), classes)
         figures[png] = attribution_figure(
             shown_images.cpu(), captions, {name: _batched(m, shown_images, shown_targets, batch_size)
                                      for name, m in methods.items()},
-            title=f"{title}\n{what}; maps explain the predicted class")
+            title=f"{title}\n{what}; maps explain the head's predicted class")
         tick(len(rows))
         if png == "attribution_classes.png" and feature_images:
             normalised = model.normalize(shown_images[:feature_images])
