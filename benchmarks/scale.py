@@ -355,6 +355,9 @@ def run_size(label: str, mirror: Path, counts: dict[str, int], workdir: Path, ta
                 epochs = head["epochs_run"] + (head["best_epoch"] if head["params"].get("refit") else 0)
                 row.update(epochs_run=head["epochs_run"], best_epoch=head["best_epoch"], epochs_total=epochs,
                            seconds_per_epoch=round(seconds / max(epochs, 1), 3))
+            if name == "render":  # its work: images attacked (capped by render.n_images per pair)
+                attacks = json.loads((work / f"metrics/{ds}/render.json").read_text())["attacks"]
+                row["attacked"] = sum(v["n_images"] for v in attacks.values() if isinstance(v, dict) and "n_images" in v)
             if name == "prepare":
                 rejected = (work / f"data/prepared/{ds}/rejected.csv").read_text().count("\n") - 1
                 row["rejected"] = rejected
@@ -409,6 +412,18 @@ def print_table(results: list[dict], out=sys.stdout) -> None:
             if stage.split("@")[0] in _FIXED_WORK:
                 ok = m_ratio < 1.5 and b["seconds"] / max(a["seconds"], 1e-3) < 1.5
             print(f"| {stage} | {n_ratio:.1f} | {t_exp:.2f} | {m_ratio:.2f} | {'yes' if ok else 'NO'} |", file=out)
+        if len(results) >= 3:
+            # render/explain do work capped by their params (render.n_images per pair, transfer_per_class
+            # per class); on a small size the caps may not be reached yet, so also compare the two largest.
+            mid = results[-2]
+            print(f"\nFixed-work stages from {mid['label']} to {large['label']} (time and memory ratio; attacked images):",
+                  file=out)
+            for stage in stages:
+                a, b = mid["stages"].get(stage), large["stages"].get(stage)
+                if a and b and stage.split("@")[0] in _FIXED_WORK:
+                    t_ratio, m_ratio = b["seconds"] / max(a["seconds"], 1e-3), b["peak_pss_mb"] / max(a["peak_pss_mb"], 1e-3)
+                    attacked = f"; {a.get('attacked', '?')} -> {b.get('attacked', '?')} attacked" if "attacked" in b else ""
+                    print(f"- {stage}: time x{t_ratio:.2f}, memory x{m_ratio:.2f}{attacked}", file=out)
     for r in results:
         print(f"\n{r['label']}: dvc repro {r['total_seconds']:.0f} s in all, peak PSS of all processes "
               f"{r['peak_pss_total_mb']:,.0f} MB, DVC cache {r['cache_mb']:,.0f} MB", file=out)

@@ -105,8 +105,10 @@ def main(ds: str) -> None:
     eps_rows = success_by_eps(attacks, pooled)
     write_json(artefacts.render_eps, eps_rows)
     write_json(artefacts.render_headline, render_headline(eps_rows, ideal_report))
-    print(f"render@{ds}: {sum(len(v[1]) for v in ideal.values())} ideal images, {len(sheets)} attack pairs on "
-          f"{device.type} in {time.perf_counter() - started:.0f}s", file=sys.stderr)
+    attacked = sum(row["n_images"] for row in rows.values() if isinstance(row, dict) and "n_images" in row)
+    print(f"render@{ds}: {sum(len(v[1]) for v in ideal.values())} ideal images, {len(sheets)} attack pairs "
+          f"({attacked} test images, at most render.n_images={cfg.n_images} per pair) on {device.type} in "
+          f"{time.perf_counter() - started:.0f}s", file=sys.stderr)
 
 
 if __name__ == "__main__":

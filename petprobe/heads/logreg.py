@@ -52,28 +52,32 @@ def c_path_scores(X, y, X_eval, y_eval, cs, *, max_iter: int = 3000, classes=Non
     training part lacks costs -log(1e-15) instead of an error.
     """
     classes = np.unique(np.concatenate([y, y_eval])) if classes is None else np.asarray(classes)
-    with threadpool_limits(limits=1, user_api="blas"):
-        return _c_path_scores(X, y, X_eval, y_eval, np.asarray(cs, np.float64), max_iter, classes)
+    # Our own float64 copies, standardised in place (the caller's arrays are not touched).
+    return _c_path_scores(np.array(X, np.float64), y, np.array(X_eval, np.float64), y_eval, cs, max_iter, classes)
 
 
-def _c_path_scores(X, y, X_eval, y_eval, cs, max_iter, classes):
+def _c_path_scores(Z, y, Z_eval, y_eval, cs, max_iter, classes):
+    """As c_path_scores, on float64 arrays this function owns: they are standardised in place, so a
+    fold costs one float64 copy of its rows, not two."""
+    cs = np.asarray(cs, np.float64)
     # One BLAS thread: these matrices are small (hundreds x ~1000), so threads cost more in start-up
     # and contention than they save; 20x slower measured with a loaded 2-core machine.
-    scaler = StandardScaler().fit(X)
-    Z, Z_eval = scaler.transform(X), scaler.transform(X_eval)
-    eval_index = np.searchsorted(classes, y_eval)
-    order = np.argsort(cs)
-    accuracy, loss = np.empty(len(cs)), np.empty(len(cs))
-    model = _logistic(float(cs[order[0]]), max_iter, warm_start=True)
-    with warnings.catch_warnings():
-        # An unconverged fit shows up as a poorer score, not as noise on stderr.
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        for i in order:
-            model.set_params(C=float(cs[i])).fit(Z, y)
-            proba = np.zeros((len(Z_eval), len(classes)))
-            proba[:, np.searchsorted(classes, model.classes_)] = model.predict_proba(Z_eval)
-            accuracy[i] = float((proba.argmax(axis=1) == eval_index).mean())
-            loss[i] = float(-np.log(np.clip(proba[np.arange(len(Z_eval)), eval_index], 1e-15, 1.0)).mean())
+    with threadpool_limits(limits=1, user_api="blas"):
+        scaler = StandardScaler(copy=False).fit(Z)
+        Z, Z_eval = scaler.transform(Z), scaler.transform(Z_eval)
+        eval_index = np.searchsorted(classes, y_eval)
+        order = np.argsort(cs)
+        accuracy, loss = np.empty(len(cs)), np.empty(len(cs))
+        model = _logistic(float(cs[order[0]]), max_iter, warm_start=True)
+        with warnings.catch_warnings():
+            # An unconverged fit shows up as a poorer score, not as noise on stderr.
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            for i in order:
+                model.set_params(C=float(cs[i])).fit(Z, y)
+                proba = np.zeros((len(Z_eval), len(classes)))
+                proba[:, np.searchsorted(classes, model.classes_)] = model.predict_proba(Z_eval)
+                accuracy[i] = float((proba.argmax(axis=1) == eval_index).mean())
+                loss[i] = float(-np.log(np.clip(proba[np.arange(len(Z_eval)), eval_index], 1e-15, 1.0)).mean())
     return accuracy, loss
 
 
@@ -86,9 +90,16 @@ def cv_path_scores(X, y, cs, *, folds: int, max_iter: int = 3000, random_state=0
     smallest = int(np.unique(y, return_counts=True)[1].min())
     splitter = StratifiedKFold(n_splits=max(2, min(folds, smallest)), shuffle=True, random_state=random_state)
     classes = np.unique(y)
-    scores = [c_path_scores(X[tr], y[tr], X[ev], y[ev], cs, max_iter=max_iter, classes=classes)
+    # Each fold's rows are copied once, straight to float64 (X itself may stay float32).
+    scores = [_c_path_scores(X[tr].astype(np.float64, copy=False), y[tr], X[ev].astype(np.float64, copy=False), y[ev],
+                             cs, max_iter, classes)
               for tr, ev in splitter.split(X, y)]
     return np.array([a for a, _ in scores]), np.array([l for _, l in scores])
+
+
+def _features(X) -> np.ndarray:
+    X = np.asarray(X)
+    return X if X.dtype in (np.float32, np.float64) else X.astype(np.float64)
 
 
 class LogRegHead(ClassifierMixin, BaseEstimator):
@@ -119,9 +130,12 @@ class LogRegHead(ClassifierMixin, BaseEstimator):
 
     def fit(self, X, y, X_val=None, y_val=None) -> "LogRegHead":
         """Choose C by k-fold CV over X (plus X_val when given: the folds cover train+val), refit on all of it."""
-        X, y = np.asarray(X, np.float64), np.asarray(y)
+        # Embeddings stay in their float32 (half the memory of float64, the largest array of the
+        # stage at full size); every fit gets its own float64 copy, so the numbers are those of an
+        # all-float64 run.
+        X, y = _features(X), np.asarray(y)
         if X_val is not None and len(X_val):
-            X, y = np.concatenate([X, np.asarray(X_val, np.float64)]), np.concatenate([y, np.asarray(y_val)])
+            X, y = np.concatenate([X, _features(X_val)]), np.concatenate([y, np.asarray(y_val)])
         cs = np.array([float(c) for c in self.cs])
         self.C_at_grid_edge_ = ""
         if len(cs) > 1:
@@ -142,10 +156,11 @@ class LogRegHead(ClassifierMixin, BaseEstimator):
                 self.C_at_grid_edge_ = "low" if self.C_ == cs.min() else "high"
         else:
             self.C_ = float(cs[0])
-        self.scaler_ = StandardScaler().fit(X)
+        Z = np.array(X, np.float64)
+        self.scaler_ = StandardScaler(copy=False).fit(Z)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
-            model = _logistic(self.C_, self.max_iter).fit(self.scaler_.transform(X), y)
+            model = _logistic(self.C_, self.max_iter).fit(self.scaler_.transform(Z), y)
         self.classes_ = model.classes_
         self.n_features_in_ = X.shape[1]
         self.coef_, self.intercept_ = model.coef_, model.intercept_
