@@ -27,10 +27,13 @@ def main(ds: str) -> None:
     params = load_params(dataset=ds)
     cfg, artefacts = params.logreg, Artefacts(ds)
     X, y, classes = artefacts.read_training_data()
+    # The CV folds cover train+val: one matrix, and the split arrays go at once (at full size they
+    # would otherwise double the stage's largest array).
+    X_dev, y_dev = np.concatenate([X.pop("train"), X.pop("val")]), np.concatenate([y["train"], y["val"]])
 
     cs = c_grid(cfg.c_min, cfg.c_max, cfg.c_steps)
     head = LogRegHead(cs=tuple(cs), max_iter=cfg.max_iter, cv_folds=cfg.cv_folds, random_state=cfg.seed)
-    head.fit(X["train"], y["train"], X["val"], y["val"])
+    head.fit(X_dev, y_dev)
     warn_missing_classes(f"train_logreg@{ds}", classes, head.classes_)
     head.save(artefacts.model("logreg"))
 
@@ -51,7 +54,7 @@ def main(ds: str) -> None:
     edge = (f"; at the {head.C_at_grid_edge_} edge of the grid [{cs.min():.3g}, {cs.max():.3g}]: widen it"
             if head.C_at_grid_edge_ else "")
     print(f"train_logreg@{ds}: C={head.C_:.3g} by {SELECTION_RULE} ({search.get('folds', 0)} folds){edge}; "
-          f"refit on {len(y['train']) + len(y['val'])} images x {X['train'].shape[1]} dims", file=sys.stderr)
+          f"refit on {len(y_dev)} images x {X_dev.shape[1]} dims", file=sys.stderr)
 
 
 if __name__ == "__main__":

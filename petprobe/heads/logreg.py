@@ -91,10 +91,17 @@ def cv_path_scores(X, y, cs, *, folds: int, max_iter: int = 3000, random_state=0
     splitter = StratifiedKFold(n_splits=max(2, min(folds, smallest)), shuffle=True, random_state=random_state)
     classes = np.unique(y)
     # Each fold's rows are copied once, straight to float64 (X itself may stay float32).
-    scores = [_c_path_scores(X[tr].astype(np.float64, copy=False), y[tr], X[ev].astype(np.float64, copy=False), y[ev],
-                             cs, max_iter, classes)
+    scores = [_c_path_scores(_rows_float64(X, tr), y[tr], _rows_float64(X, ev), y[ev], cs, max_iter, classes)
               for tr, ev in splitter.split(X, y)]
     return np.array([a for a, _ in scores]), np.array([l for _, l in scores])
+
+
+def _rows_float64(X: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """``X[rows]`` as a new float64 array, converted in blocks (no full-size float32 copy on the way)."""
+    out = np.empty((len(rows), X.shape[1]), np.float64)
+    for start in range(0, len(rows), 4096):
+        out[start:start + 4096] = X[rows[start:start + 4096]]
+    return out
 
 
 def _features(X) -> np.ndarray:
@@ -156,7 +163,7 @@ class LogRegHead(ClassifierMixin, BaseEstimator):
                 self.C_at_grid_edge_ = "low" if self.C_ == cs.min() else "high"
         else:
             self.C_ = float(cs[0])
-        Z = np.array(X, np.float64)
+        Z = _rows_float64(X, np.arange(len(X)))
         self.scaler_ = StandardScaler(copy=False).fit(Z)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
