@@ -96,3 +96,22 @@ def test_per_class_report_leaves_out_classes_without_test_images():
     table = per_class_report(proba, ["a", "b", "b"], classes)
     assert table["class"].tolist() == ["a", "b"] and table.support.tolist() == [1, 2]
     assert table.recall.tolist() == [1.0, 0.5]
+
+
+def test_standardise_in_place_is_bit_identical_to_standard_scaler():
+    from sklearn.preprocessing import StandardScaler
+
+    from petprobe.heads.logreg import standardise_in_place
+
+    rng = np.random.default_rng(3)
+    X = (rng.normal(size=(9000, 40)) * rng.uniform(0.1, 10, 40) + rng.uniform(-5, 5, 40)).astype(np.float32)
+    X = X.astype(np.float64)
+    X[:, 3] = 7.25  # a constant feature: scaled by 1, as scikit-learn does
+    X_eval = rng.normal(size=(300, 40))
+    reference = StandardScaler().fit(X)
+    Z, Z_eval = X.copy(), X_eval.copy()
+    scaler = standardise_in_place(Z, Z_eval)
+    for name in ("mean_", "var_", "scale_"):
+        assert np.array_equal(getattr(scaler, name), getattr(reference, name)), name
+    assert scaler.scale_[3] == 1.0
+    assert np.array_equal(Z, reference.transform(X)) and np.array_equal(Z_eval, reference.transform(X_eval))
