@@ -54,8 +54,11 @@ def repo(tmp_path_factory):
 
 def start_embed(repo: Path, log: Path) -> subprocess.Popen:
     # A session of its own, like a job in a shell: Ctrl-C reaches its whole process group.
+    # SIGINT back to its default: a test run started in the background of a non-interactive shell
+    # inherits it ignored, and Python then installs no KeyboardInterrupt handler.
     return subprocess.Popen([sys.executable, "-m", "stages.embed", "tiny"], cwd=repo, stdout=subprocess.DEVNULL,
-                            stderr=open(log, "w"), start_new_session=True)
+                            stderr=open(log, "w"), start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def rows_written(npy: Path) -> tuple[int, int] | None:
