@@ -199,7 +199,7 @@ class LogRegHead(ClassifierMixin, BaseEstimator):
                 self.C_at_grid_edge_ = "low" if self.C_ == cs.min() else "high"
         else:
             self.C_ = float(cs[0])
-        Z = _rows_float64(X, np.arange(len(X)))
+        Z = np.array(X, np.float64)  # converted straight from float32: no intermediate copy
         self.scaler_ = standardise_in_place(Z)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
