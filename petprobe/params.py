@@ -48,7 +48,7 @@ def _spec(default=dataclasses.MISSING, **rules):
 
 @dataclass(frozen=True)
 class DataParams:
-    source: str = _spec("auto", choices=("auto", "mirror", "official"))
+    source: str = _spec("auto", choices=("auto", "mirror", "official", "sample"))
     mirror: str = _spec("../shared/datasets")
     val_fraction: float = _spec(0.2, gt=0.0, lt=1.0)
     test_fraction: float = _spec(0.2, gt=0.0, lt=1.0)

@@ -1,4 +1,4 @@
-"""Reduced precision changes nothing that matters: bf16 against fp32 on the real pets sample."""
+"""Reduced precision changes nothing that matters: bf16 against fp32 on the workspace's pets sample."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import PETS
+from conftest import WORKSPACE_PETS as PETS
 from petprobe.backbones import get_backbone
 from petprobe.data.datasets import get_dataset
 from petprobe.device import resolve_precision
@@ -18,6 +18,7 @@ CPU = torch.device("cpu")
 
 
 @pytest.mark.slow
+@pytest.mark.workspace  # its accuracy floor and counts are the workspace sample's (~460 images, 57 test)
 def test_bf16_embeddings_agree_with_fp32_on_the_pets_sample():
     """Every readable image of the sample (~460, official trainval/test split), efficientnet_lite0."""
     candidates, _ = get_dataset("pets").list_candidates(PETS)

@@ -60,7 +60,7 @@ def test_repo_params_are_valid():
         (lambda p: p["embed"].update(batch_size=-1), "'embed.batch_size' is -1; it must be >= 0"),
         (lambda p: p["embed"].update(batch_size=True), "'embed.batch_size' must be int, got True"),
         (lambda p: p["data"].update(val_fraction=1.5), "'data.val_fraction' is 1.5; it must be < 1.0"),
-        (lambda p: p["data"].update(source="ftp"), "'data.source' is 'ftp'; valid: auto, mirror, official"),
+        (lambda p: p["data"].update(source="ftp"), "'data.source' is 'ftp'; valid: auto, mirror, official, sample"),
         (lambda p: p.update(logreg=[1, 2]), "'logreg' must be a mapping"),
     ],
 )

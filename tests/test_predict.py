@@ -1,6 +1,7 @@
 """`petprobe predict` on real sample images, with a trained pipeline laid out as `dvc repro` leaves it."""
 
 import json
+import re
 import shutil
 
 import numpy as np
@@ -59,8 +60,10 @@ def test_predicts_good_files_and_reports_each_bad_one(pipeline, capsys, monkeypa
     assert [line.split(": ")[0] for line in lines] == [str(cat), str(folder / "dog.jpg")]
     assert lines[0].split(": ")[1].startswith("Cat ") and lines[1].split(": ")[1].startswith("Dog ")
     errors = [line for line in err.splitlines() if line.startswith("petprobe: error:")]
+    # PIL names how many bytes of the cut JPEG it could not process: a figure of that file, not of petprobe.
+    errors[0] = re.sub(r"\(\d+ bytes not processed\)", "(N bytes not processed)", errors[0])
     assert errors == [
-        f"petprobe: error: {BROKEN}: corrupt or truncated image (image file is truncated (42 bytes not processed))",
+        f"petprobe: error: {BROKEN}: corrupt or truncated image (image file is truncated (N bytes not processed))",
         f"petprobe: error: {tmp_path / 'missing.jpg'}: no such file",
         f"petprobe: error: {EMPTY}: empty file (0 bytes)",
         f"petprobe: error: {notes}: not an image (unrecognised format)",

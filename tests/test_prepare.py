@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections import Counter
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from conftest import PETIMAGES, PETS
+from conftest import PETIMAGES, PETS, WORKSPACE_PETIMAGES
 from petprobe.data.datasets import assign_splits, get_dataset, imagefolder_spec
 from petprobe.data.manifest import build_manifest, check_candidates
 
@@ -97,6 +98,15 @@ def test_splits_are_deterministic_and_depend_on_the_seed():
 
 def test_catsdogs_lists_every_file_with_its_folder_label():
     candidates, classes = get_dataset("catsdogs").list_candidates(PETIMAGES.parent)
+    assert classes == ["Cat", "Dog"]
+    on_disk = {label: len(os.listdir(PETIMAGES / label)) for label in classes}  # Thumbs.db and broken files too
+    assert len(candidates) == sum(on_disk.values())
+    assert Counter(c.label for c in candidates) == on_disk
+
+
+@pytest.mark.workspace
+def test_catsdogs_lists_every_file_of_the_workspace_sample():
+    candidates, classes = get_dataset("catsdogs").list_candidates(WORKSPACE_PETIMAGES.parent)
     assert classes == ["Cat", "Dog"]
     assert len(candidates) == 2008
     assert Counter(c.label for c in candidates) == {"Cat": 1004, "Dog": 1004}

@@ -61,7 +61,7 @@ class FetchResult:
 
 # What a failed dataset download tells the user to do instead.
 MIRROR_HINT = ("Without internet, set data.source: mirror and data.mirror: <folder laid out like the extracted "
-               "archives> in params.yaml")
+               "archives> in params.yaml (or data.source: sample for a quick run on petprobe's embedded mini-sample)")
 
 
 # Bounds on one file's download. The reference archives (about 800 MB each) take 14 minutes at

@@ -1,4 +1,5 @@
-"""Where a dataset's raw files come from: the official archives, a local mirror, or the user's own folder.
+"""Where a dataset's raw files come from: the official archives, a local mirror, the embedded sample,
+or the user's own folder.
 
 ``choose_source`` resolves ``data.source`` for one dataset (checked before anything is written);
 ``populate`` fills an empty folder with the dataset in its official layout and returns what
@@ -15,17 +16,24 @@ from petprobe.artefacts import DOWNLOADS
 from petprobe.checksums import tree_digest
 from petprobe.data.archives import copy_tree, extract, fetch_archive
 from petprobe.data.datasets import DatasetSpec
+from petprobe.data.sample import SAMPLE_LAYOUTS, write_sample
 from petprobe.errors import PetprobeError
 
 __all__ = ["choose_source", "populate"]
 
 
 def choose_source(spec: DatasetSpec, source: str, mirror: Path) -> str:
-    """'mirror' or 'official' for this dataset, or a clear error."""
+    """'mirror', 'official' or 'sample' for this dataset ('folder' for an image folder), or a clear error.
+
+    'sample' (petprobe's embedded mini-sample) is only ever chosen explicitly: 'auto' means the
+    mirror or the official download, never a toy sample in their place.
+    """
     if spec.local_path is not None:
         if not Path(spec.local_path).expanduser().is_dir():  # checked before anything is written
             raise PetprobeError(f"imagefolders.{spec.name}: {spec.local_path} is not a folder")
         return "folder"
+    if source == "sample" and spec.mirror_dir not in SAMPLE_LAYOUTS:
+        raise PetprobeError(f"data.source is 'sample' but the embedded sample has no '{spec.name}' dataset")
     has_mirror = (mirror / spec.mirror_dir).is_dir()
     if source == "mirror" and not has_mirror:
         raise PetprobeError(f"data.source is 'mirror' but {mirror / spec.mirror_dir} does not exist "
@@ -48,6 +56,9 @@ def populate(spec: DatasetSpec, source: str, mirror: Path, target: Path, downloa
             raise PetprobeError(f"imagefolders.{spec.name}: {folder} is not a folder")
         record["location"] = spec.local_path
         _, skipped = copy_tree(folder, target)
+    elif source == "sample":
+        record["location"] = "petprobe embedded sample (petprobe/data/sample_data; CC BY-SA 4.0, see its LICENSE.md)"
+        write_sample(spec.mirror_dir, target / spec.raw_subdir)
     elif source == "mirror":
         record["location"] = str(mirror / spec.mirror_dir)
         _, skipped = copy_tree(mirror / spec.mirror_dir, target / spec.raw_subdir)
