@@ -1,4 +1,4 @@
-"""The README's shell blocks, by how they are run: `python .ci/readme_blocks.py README.md CONTEXT`.
+"""The README's shell blocks, by how they are run: `python .ci/readme_blocks.py README.md CONTEXT [DIR]`.
 
 Every fenced shell block (```bash) in the README is preceded by a marker line:
 
@@ -8,7 +8,8 @@ Every fenced shell block (```bash) in the README is preceded by a marker line:
     <!-- not run: <reason> -->    shown, not run (the reason says why)
 
 Prints the blocks of CONTEXT as one bash script that stops at the first failing command and echoes
-each command. ``blocks()`` is what tests/test_readme.py checks.
+each command; with DIR, writes each block as its own script DIR/<n>.sh instead (CI times each) and
+prints their paths. ``blocks()`` is what tests/test_readme.py checks.
 """
 
 from __future__ import annotations
@@ -35,17 +36,23 @@ def blocks(text: str) -> list[dict]:
     return found
 
 
-def script(text: str, context: str) -> str:
-    lines = ["set -euxo pipefail"]
-    for block in blocks(text):
-        if block["context"] == context:
-            lines.append(f"# README line {block['line']}")
-            lines.append(block["body"].rstrip("\n"))
-    return "\n".join(lines) + "\n"
+def script(text: str, context: str) -> list[str]:
+    """One bash script per block of ``context``, in README order."""
+    return [f"set -euxo pipefail\n# README line {block['line']}\n{block['body']}"
+            for block in blocks(text) if block["context"] == context]
 
 
 if __name__ == "__main__":
-    path, context = sys.argv[1:3]
+    path, context, *folder = sys.argv[1:]
     if context not in CONTEXTS:
         sys.exit(f"context must be one of {', '.join(CONTEXTS)}")
-    sys.stdout.write(script(Path(path).read_text(), context))
+    scripts = script(Path(path).read_text(), context)
+    if not scripts:
+        sys.exit(f"{path} has no block marked 'runnable: {context}'")
+    if folder:
+        for n, body in enumerate(scripts, start=1):
+            out = Path(folder[0]) / f"{n:02d}.sh"
+            out.write_text(body)
+            print(out)
+    else:
+        sys.stdout.write("".join(body.replace("set -euxo pipefail\n", "", n > 0) for n, body in enumerate(scripts)))
