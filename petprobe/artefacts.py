@@ -4,7 +4,7 @@ This module is the one owner of the layout (paths relative to the repository roo
 
     data/downloads/                       official archives and partial downloads (kept for resume)
     data/raw/<ds>/ + SOURCE.json          the dataset in its official layout, and where it came from
-    data/prepared/<ds>/manifest.csv       path,label,split of every usable image
+    data/prepared/<ds>/manifest.csv       path,label,split,phash of every usable image
                       classes.json        class names in the dataset's order
                       rejected.csv        path,reason of every unusable file
     data/embeddings/<ds>/<split>.npy      float32 (N, dim), rows in manifest order
@@ -13,7 +13,9 @@ This module is the one owner of the layout (paths relative to the repository roo
     data/render/<ds>/*.png
     data/explain/<ds>/*.png               feature maps, attribution maps, sanity check, curves
     metrics/<ds>.json                     full test summary of every head (the metrics table:
-                                          <head>/headline.json, render_headline.json, explain_headline.json)
+                                          <head>/headline.json, render_headline.json, explain_headline.json,
+                                          near_twins.json)
+    metrics/<ds>/near_duplicates.csv      near-duplicate pairs across splits; .json: their counts
     metrics/<ds>/...                      per-stage tables, curves and figures (dvc plots)
 
 Stages, ``petprobe predict`` and the benchmark go through ``Artefacts(ds)``; nothing else spells
@@ -24,6 +26,7 @@ model files' formats belong to their heads (``petprobe.heads``); this module onl
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,6 +51,7 @@ _MODEL_FILES = {"logreg": "logreg.npz", "head": "head.pt"}
 _RERUN_EMBED = "rerun the embed stage (dvc repro)"
 _RERUN_PREPARE = "rerun the prepare stage (dvc repro)"
 _PRECISIONS = ("fp32", "bf16", "fp16")
+_PHASH = re.compile(r"[0-9a-f]{16}")
 
 
 def _read_csv(path: Path, columns: tuple[str, ...], rerun: str) -> pd.DataFrame:
@@ -178,6 +182,21 @@ class Artefacts:
         return self.metrics / "samples.png"
 
     @property
+    def near_duplicates_csv(self) -> Path:
+        """Every pair of near-duplicate images across splits (the duplicates stage)."""
+        return self.metrics / "near_duplicates.csv"
+
+    @property
+    def near_duplicates_report(self) -> Path:
+        """Counts of those pairs: test and val images with a near-twin, pairs by measure, thresholds."""
+        return self.metrics / "near_duplicates.json"
+
+    @property
+    def near_twins(self) -> Path:
+        """Test images with a near-twin in train or val, for the metrics table."""
+        return self.metrics / "near_twins.json"
+
+    @property
     def render_report(self) -> Path:
         return self.metrics / "render.json"
 
@@ -266,6 +285,16 @@ class Artefacts:
                                 f"{_RERUN_PREPARE}")
         return manifest, classes
 
+    def read_phashes(self, manifest: pd.DataFrame) -> np.ndarray:
+        """The 64-bit perceptual hash of every manifest row (uint64, manifest order), from its phash
+        column: 16 hex digits (``data.phash.phash_hex``)."""
+        if "phash" not in manifest.columns:
+            raise PetprobeError(f"{self.manifest_csv} has no column 'phash' (prepare writes it since it checks "
+                                f"for near-duplicates); {_RERUN_PREPARE}")
+        if bad := [text for text in manifest.phash if not _PHASH.fullmatch(text)][:1]:
+            raise PetprobeError(f"{self.manifest_csv}: phash {bad[0]!r} is not 16 hex digits; {_RERUN_PREPARE}")
+        return np.array([int(text, 16) for text in manifest.phash], dtype=np.uint64)
+
     def read_rejected(self) -> pd.DataFrame:
         return _read_csv(self.rejected_csv, ("path", "reason"), _RERUN_PREPARE)
 
@@ -322,6 +351,15 @@ class Artefacts:
             raise PetprobeError(f"{npy} has shape {getattr(array, 'shape', '?')} {getattr(array, 'dtype', '')}, "
                                 f"expected ({len(rows)}, {dim}) float32; {rerun}")
         return array
+
+    def read_embeddings(self, manifest: pd.DataFrame) -> np.ndarray:
+        """The embeddings of every manifest row, in manifest order (each split verified by ``read_split``)."""
+        splits = manifest.split.to_numpy()
+        parts = {split: self.read_split(manifest, split) for split in SPLITS if (splits == split).any()}
+        X = np.empty((len(manifest), next(iter(parts.values())).shape[1]), dtype=np.float32)
+        for split, rows in parts.items():
+            X[splits == split] = rows
+        return X
 
     def read_training_data(self) -> tuple[dict, dict, list[str]]:
         """Embeddings and labels of the train and val splits, and the class names:

@@ -54,6 +54,11 @@ class DataParams:
     test_fraction: float = _spec(0.2, gt=0.0, lt=1.0)
     seed: int = _spec(42, ge=0)
     max_per_class: int = _spec(0, ge=0)
+    # Near-duplicates (petprobe.data.phash, .duplicates): kept in one split where the split is petprobe's own,
+    # and audited across splits by the duplicates stage either way.
+    group_near_duplicates: bool = _spec(True)
+    near_duplicate_bits: int = _spec(8, ge=0, le=32)  # pHash: at most this many of 64 bits differ
+    near_duplicate_cosine: float = _spec(0.9, gt=0.0, le=1.0)  # centred embedding cosine at or above it
 
 
 @dataclass(frozen=True)

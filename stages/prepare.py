@@ -1,8 +1,10 @@
 """prepare@<ds>: check every raw image, record what is unusable, split the rest.
 
-Reads data.val_fraction, data.test_fraction, data.seed, data.max_per_class, imagefolders.
-Every file is opened and fully decoded; raw files are never changed. Writes
-data/prepared/<ds>/manifest.csv (path,label,split), classes.json and rejected.csv (path,reason).
+Reads data.val_fraction, data.test_fraction, data.seed, data.max_per_class,
+data.group_near_duplicates, data.near_duplicate_bits, imagefolders. Every file is opened and fully
+decoded; raw files are never changed. Writes data/prepared/<ds>/manifest.csv (path,label,split,phash:
+each image's perceptual hash, which keeps near-duplicates in one split and which the duplicates
+stage audits), classes.json and rejected.csv (path,reason).
 """
 
 from __future__ import annotations
@@ -32,7 +34,9 @@ def main(ds: str) -> None:
     # Files download left out (links, FIFOs, names that are not UTF-8) are listed with the rest.
     rejected += [{"path": (raw / row["path"]).as_posix(), "reason": row["reason"]} for row in artefacts.read_skipped()]
     manifest = build_manifest(raw, usable, val_fraction=data.val_fraction, test_fraction=data.test_fraction,
-                              seed=data.seed, max_per_class=data.max_per_class)
+                              seed=data.seed, max_per_class=data.max_per_class,
+                              group_near_duplicates=data.group_near_duplicates,
+                              near_duplicate_bits=data.near_duplicate_bits)
     empty = [c for c in classes if c not in set(manifest.label)]
     if empty:
         raise PetprobeError(f"{ds}: no usable images for class(es) {', '.join(empty)}")

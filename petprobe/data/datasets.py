@@ -263,16 +263,22 @@ def assign_splits(
     ``groups`` (optional, one key or None per item) keeps items with one key together: the
     groups, each ranked by its first path, are permuted instead of the items, and a group goes
     whole to the split in which its first item's rank falls. With every item its own group this
-    is exactly the per-item assignment.
+    is exactly the per-item assignment. A group whose items carry several labels (one photo filed
+    under two classes) is split with the class of its first path and carries the others along.
     """
     splits = [""] * len(paths)
     groups = groups or [None] * len(paths)
+    home: dict[tuple[str, str], str] = {}  # (pool, group) -> the label of the group's first path
+    for i in sorted(range(len(paths)), key=lambda i: paths[i]):
+        if groups[i] is not None and official[i] != "test":
+            home.setdefault((official[i] or "all", groups[i]), labels[i])
     pools: dict[tuple[str, str], list[int]] = {}
     for i, (label, off) in enumerate(zip(labels, official)):
         if off == "test":
             splits[i] = "test"
             continue
-        pools.setdefault((off or "all", label), []).append(i)
+        pool = off or "all"
+        pools.setdefault((pool, home.get((pool, groups[i]), label)), []).append(i)
     for (pool, label), idx in sorted(pools.items()):
         members: dict[str, list[int]] = {}
         for i in sorted(idx, key=lambda i: paths[i]):

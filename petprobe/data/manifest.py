@@ -1,8 +1,9 @@
 """From a raw dataset to a manifest: every file checked, unusable ones listed with a reason, the rest split.
 
 ``check_candidates`` fully decodes every candidate image (``data.images.inspect_image``) and
-keeps the reason for each file it rejects; ``build_manifest`` caps and splits the usable ones
-(``data.datasets``) into the rows of manifest.csv.
+keeps the reason for each file it rejects; ``build_manifest`` caps the usable ones, hashes them
+(``data.phash``: near-duplicates can be kept in one split) and splits them (``data.datasets``)
+into the rows of manifest.csv.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from petprobe.artefacts import SPLITS
 from petprobe.data.archives import printable_name
 from petprobe.data.datasets import assign_splits, cap_per_class
 from petprobe.data.images import inspect_image
+from petprobe.data.phash import file_phash, join_near_duplicates, phash_hex
 
 __all__ = ["check_candidates", "build_manifest", "minimum_data_problem"]
 
@@ -70,13 +72,25 @@ def _name_problem(name: str) -> str | None:
     return None
 
 
-def build_manifest(raw: Path, usable, *, val_fraction, test_fraction, seed, max_per_class) -> pd.DataFrame:
+def build_manifest(raw: Path, usable, *, val_fraction, test_fraction, seed, max_per_class,
+                   group_near_duplicates: bool = True, near_duplicate_bits: int = 8) -> pd.DataFrame:
+    """The rows of manifest.csv: path, label, split and phash (``data.phash.phash_hex``).
+
+    Capped to ``max_per_class`` per class, then split (stratified, seeded). Files named as variants
+    of one photo (``Candidate.group``) always share a split; with ``group_near_duplicates`` so do
+    images whose perceptual hashes are at most ``near_duplicate_bits`` apart, except that an
+    official test split is never changed (Oxford-IIIT Pet: only the val carve-out is grouped).
+    """
     paths = [(raw / c.path).as_posix() for c in usable]
     labels = [c.label for c in usable]
     official = [c.official_split for c in usable]
     groups = [c.group for c in usable]
     keep = cap_per_class(paths, labels, [o or "all" for o in official], max_per_class, seed)
     paths, labels, official, groups = ([v for v, k in zip(col, keep) if k] for col in (paths, labels, official, groups))
+    hashes = [file_phash(path) for path in progress(paths, desc="hash images", unit="img")]
+    if group_near_duplicates:
+        groups = join_near_duplicates(paths, groups, hashes, [o == "test" for o in official],
+                                      max_bits=near_duplicate_bits)
     splits = assign_splits(paths, labels, official, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed,
                            groups=groups)
-    return pd.DataFrame({"path": paths, "label": labels, "split": splits})
+    return pd.DataFrame({"path": paths, "label": labels, "split": splits, "phash": [phash_hex(h) for h in hashes]})
