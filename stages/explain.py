@@ -5,7 +5,8 @@ attribution_classes.png and attribution_mistakes.png (Grad-CAM and integrated gr
 images of every class and the most confident mistakes), localisation.png (maps with the trimap's
 pet outline, where trimaps exist), sanity.png and deletion_insertion.png; metrics/<ds>/explain.json
 (localisation on trimaps against uniform and centred-Gaussian maps, deletion/insertion AUCs against
-random order, the sanity check's rank correlations) and metrics/<ds>/explain_{deletion,insertion}.json
+random order, the sanity check's rank correlations, integrated gradients' completeness error per
+image, the count of constant maps) and metrics/<ds>/explain_{deletion,insertion}.json
 (mean curves, DVC plots).
 """
 
@@ -23,7 +24,7 @@ from petprobe.heads.trained import load_head
 from petprobe.labels import align_proba
 from petprobe.outputs import atomic_dir, write_json
 from petprobe.params import load_params
-from petprobe.probing.attribution import split_classifier
+from petprobe.probing.attribution import feature_map_layer, split_classifier
 from petprobe.probing.classifier import pixel_transforms
 from petprobe.probing.explain import explain_test_images
 from petprobe.progress import progress
@@ -47,6 +48,7 @@ def main(ds: str) -> None:
     with progress(desc=f"explain@{ds}", unit="img", leave=False) as bar:
         result = explain_test_images(
             model, net, pixel_transforms(backbone), test, [artefacts.trimap(p) for p in test.path], proba, classes,
+            cam_layer=feature_map_layer(model, backbone, net),
             **{k: v for k, v in asdict(params.explain).items() if k != "head"}, device=resolve_device(),
             title=f"{ds} test, {cfg.head} on {backbone.name}", progress=bar.update)
     report = {"backbone": backbone.name, "head": cfg.head, **result.report}
@@ -58,12 +60,21 @@ def main(ds: str) -> None:
     write_json(artefacts.explain_headline, explain_headline(report))
     for kind, rows in result.curves.items():
         write_json(artefacts.explain_curve(kind), rows)
-    loc, faith = report["localisation"], report["faithfulness"]
+    loc, faith, ig = report["localisation"], report["faithfulness"], report["integrated_gradients"]
     where = (f"Grad-CAM pet share {loc['grad_cam']['pet_share']:.2f} vs uniform {loc['uniform']['pet_share']:.2f} "
              f"on {loc['n_images']} trimap images, " if loc["n_images"] else "")
     print(f"explain@{ds}: {where}deletion AUC Grad-CAM {faith['grad_cam']['deletion_auc']:.3f} vs random "
-          f"{faith['random']['deletion_auc']:.3f}, sanity flagged {report['sanity']['flagged'] or 'none'}; "
-          f"{time.perf_counter() - started:.0f}s", file=sys.stderr)
+          f"{faith['random']['deletion_auc']:.3f}, IG completeness error {ig['completeness_error']:.3f} "
+          f"(over {ig['tolerance']:g} on {ig['n_over_tolerance']} of {ig['n_images']} images), sanity flagged "
+          f"{report['sanity']['flagged'] or 'none'}; {time.perf_counter() - started:.0f}s", file=sys.stderr)
+    if not ig["mean_within_tolerance"]:
+        print(f"explain@{ds}: integrated gradients' mean completeness error {ig['completeness_error']:.3f} is over "
+              f"{ig['tolerance']:g} (Sundararajan et al.): their maps are a coarse approximation; raise explain.ig_steps "
+              f"(now {ig['steps']})", file=sys.stderr)
+    constant = {name: n for name, n in report["constant_maps"].items() if name != "n_images" and n}
+    if constant:
+        print(f"explain@{ds}: constant maps (they locate nothing) on {report['constant_maps']['n_images']} measured "
+              f"images: {constant}", file=sys.stderr)
 
 
 def explain_headline(report: dict) -> dict:
@@ -71,13 +82,16 @@ def explain_headline(report: dict) -> dict:
 
     cam_pet_gain: pet share minus the uniform map's, on the trimap images (absent without trimaps);
     cam_del_gain: random order's deletion AUC minus Grad-CAM's (positive: deleting in map order
-    hurts the prediction faster than random, as a faithful map should).
+    hurts the prediction faster than random, as a faithful map should);
+    ig_complete_err: integrated gradients' mean completeness error on the measured images (a
+    fraction of F(x) - F(black); Sundararajan et al. ask for < 0.05).
     """
     out = {}
     loc, faith = report["localisation"], report["faithfulness"]
     if loc.get("n_images"):
         out["cam_pet_gain"] = loc["grad_cam"]["pet_share_minus_uniform"]
     out["cam_del_gain"] = round(faith["random"]["deletion_auc"] - faith["grad_cam"]["deletion_auc"], 4)
+    out["ig_complete_err"] = report["integrated_gradients"]["completeness_error"]
     return out
 
 

@@ -14,11 +14,12 @@ from PIL import Image
 from conftest import PETIMAGES, PETS
 from petprobe.backbones import get_backbone
 from petprobe.errors import PetprobeError
-from petprobe.probing.attribution import GradCAM, IntegratedGradients, feature_maps, randomised, split_classifier
+from petprobe.probing.attribution import (GradCAM, IntegratedGradients, feature_map_layer, feature_maps, randomised,
+                                          split_classifier)
 from petprobe.probing.classifier import pixel_transforms
-from petprobe.probing.measures import (centred_gaussian, curve_auc, deletion_insertion, noisy_linear_impute, pet_share,
-                                       pointing_hits,
-                                       rank_correlation, read_trimap, trimap_like, uniform_map)
+from petprobe.probing.measures import (centred_gaussian, constant_maps, curve_auc, deletion_insertion,
+                                       noisy_linear_impute, pet_share, pointing_hits, rank_correlation, read_trimap,
+                                       trimap_like, uniform_map)
 
 TRIMAP_PHOTOS = ["Abyssinian_101", "Abyssinian_107", "Bengal_107", "american_bulldog_106"]
 
@@ -57,6 +58,14 @@ def test_baselines_and_measures_on_a_known_trimap():
     assert rank_correlation(inside, inside) == pytest.approx([1.0])
 
 
+def test_a_constant_map_has_no_rank_correlation_and_is_counted():
+    """Before, a constant map scored rank correlation 0 with anything: a sanity check it could never fail."""
+    zero, ramp = torch.zeros(1, 4, 4), torch.arange(16.0).view(1, 4, 4)
+    assert constant_maps(torch.cat([zero, ramp, torch.full((1, 4, 4), 3.0)])).tolist() == [True, False, True]
+    assert np.isnan(rank_correlation(zero, ramp)).all() and np.isnan(rank_correlation(ramp, zero)).all()
+    assert rank_correlation(ramp, ramp.flip(-1).flip(-2)) == pytest.approx([-1.0])
+
+
 class RegionOnly(nn.Module):
     """Blacks out everything but a box: the model's logits depend on the box's pixels only."""
 
@@ -72,9 +81,11 @@ class RegionOnly(nn.Module):
 
 
 def _region_model(backbone, head, box):
-    model = split_classifier(backbone, head)
+    """(classifier that sees only ``box``, the name of its Grad-CAM layer)."""
+    net = backbone.build()
+    model = split_classifier(backbone, head, net=net)
     model.normalize = nn.Sequential(RegionOnly(box), model.normalize)
-    return model
+    return model, feature_map_layer(model, backbone, net)
 
 
 def _head_fit_on_what_it_sees(backbone, images, labels, box):
@@ -82,7 +93,7 @@ def _head_fit_on_what_it_sees(backbone, images, labels, box):
     one has no reason to give the target class positive channel weights, so Grad-CAM may be empty)."""
     from petprobe.heads.logreg import LogRegHead
 
-    probe = _region_model(backbone, nn.Identity(), box)
+    probe, _ = _region_model(backbone, nn.Identity(), box)
     with torch.no_grad():
         X = probe.backbone(probe.normalize(images)).numpy()
     return LogRegHead(cs=(0.1,)).fit(X, np.array(labels)).to_module()
@@ -98,20 +109,21 @@ def test_maps_concentrate_on_the_only_region_the_model_sees(cat_dog_classifier, 
             else _head_fit_on_what_it_sees(backbone, images, ["Cat", "Cat", "Dog", "Dog"], top_left))
     region = torch.full((len(images), 224, 224), 2, dtype=torch.uint8)
     region[:, :112, :112] = 1
-    model = _region_model(backbone, head, top_left)
+    model, layer = _region_model(backbone, head, top_left)
     targets = model(images).argmax(1)
     ig = IntegratedGradients(model, steps=4)(images, targets)
-    cam = GradCAM(model)(images, targets)
+    cam = GradCAM(model, layer)(images, targets)
     assert ig.shape == cam.shape == (len(images), 224, 224) and (cam >= 0).all()
     # Gradients outside the box are exactly zero, so all of integrated gradients' mass is inside.
     assert pet_share(ig, region).min() == pytest.approx(1.0)
     # Grad-CAM weighs whole channels, so the black outside (whose activations are not zero) gets
     # some mass too; but its map must follow the box: more mass there than when the box is elsewhere.
-    elsewhere = GradCAM(_region_model(backbone, head, bottom_right))(images, targets)
+    elsewhere = GradCAM(*_region_model(backbone, head, bottom_right))(images, targets)
     assert pet_share(cam, region).mean() > pet_share(elsewhere, region).mean() + 0.1
     # Sanity: re-drawing the head and the last block changes Grad-CAM's maps.
-    other = GradCAM(randomised(model, "head_last_block", seed=0))(images, targets)
-    assert rank_correlation(cam, other).mean() < 0.9
+    # (A re-drawn model's map may come out all zero: no rank correlation, left out of the mean.)
+    other = GradCAM(randomised(model, "head_last_block", seed=0), layer)(images, targets)
+    assert not constant_maps(cam).any() and np.nanmean(rank_correlation(cam, other)) < 0.9
 
 
 def test_feature_maps_go_from_fine_to_coarse():
@@ -242,6 +254,42 @@ def test_explain_stage_writes_pictures_curves_and_measured_numbers(explained):
     assert top["cam_pet_gain"] == loc["grad_cam"]["pet_share_minus_uniform"]
     assert top["cam_del_gain"] == pytest.approx(faith["random"]["deletion_auc"] - faith["grad_cam"]["deletion_auc"],
                                                 abs=1e-4)
+    # Grad-CAM's layer, named by the registry: the lite0 head's ReLU6, inside the split's tail.
+    assert report["grad_cam_layer"] == "backbone.1.activation"
+    # Integrated gradients' completeness, per measured image: 2 steps are far from 5%, and it says so.
+    ig = report["integrated_gradients"]
+    assert ig["n_images"] == len(ig["per_image"]) == report["constant_maps"]["n_images"] and ig["steps"] == 2
+    errors = [row["completeness_error"] for row in ig["per_image"]]
+    assert ig["n_over_tolerance"] == sum(e > 0.05 for e in errors) > 0 and not ig["mean_within_tolerance"]
+    assert ig["completeness_error"] == pytest.approx(np.mean(errors), abs=1e-4)
+    assert top["ig_complete_err"] == ig["completeness_error"]
+    assert report["constant_maps"]["grad_cam"] == 0 and not report["sanity"]["grad_cam"]["constant_trained_maps"]
+
+
+def test_constant_grad_cam_maps_are_counted_and_flagged_by_the_sanity_check():
+    """A head whose every weight is negative: the predicted class's gradient is negative in every
+    channel of the (non-negative, post-ReLU6) map, so Grad-CAM's ReLU leaves nothing. Such maps
+    locate nothing; the report counts them and the sanity check flags the method."""
+    from petprobe.probing.explain import explain_test_images
+
+    backbone = get_backbone("efficientnet_lite0")
+    net = backbone.build()
+    head = nn.Linear(backbone.dim, 2)
+    with torch.no_grad():
+        head.weight.copy_(-torch.rand(2, backbone.dim, generator=torch.Generator().manual_seed(0)))
+        head.bias.zero_()
+    model = split_classifier(backbone, head, net=net)
+    test = pd.DataFrame({"path": [str(PETS / "images" / f"{stem}.jpg") for stem in TRIMAP_PHOTOS[:2]],
+                         "label": ["a", "b"]})
+    result = explain_test_images(
+        model, net, pixel_transforms(backbone), test, [None, None], np.full((2, 2), 0.5), ["a", "b"],
+        cam_layer=feature_map_layer(model, backbone, net), n_images=2, faithfulness_images=1, sanity_images=2,
+        ig_steps=2, curve_steps=2, deletion="black", sanity_threshold=0.5,
+        per_class=0, mistakes=0, feature_images=0, feature_depths=1, feature_channels=1, batch_size=4, seed=0)
+    report = result.report
+    assert report["constant_maps"] == {"n_images": 2, "grad_cam": 2, "integrated_gradients": 0}
+    assert report["sanity"]["grad_cam"]["constant_trained_maps"] == 2 and "grad_cam" in report["sanity"]["flagged"]
+    assert report["sanity"]["grad_cam"]["head"] is None and report["sanity"]["grad_cam"]["head_n_undefined"] == 2
 
 
 def test_shown_captions_follow_the_head_and_flag_a_disagreeing_pixel_path():

@@ -2,7 +2,8 @@
 
 The weights use the key names of the original efficientnet_pytorch port, so the modules below
 carry those names and load the file with strict=True and no renaming. The family's facts live
-here, next to its layers: its ImageNet classifier (``_fc``) and where its last block starts.
+here, next to its layers: its ImageNet classifier (``_fc``), where its last block starts, and the
+feature map its global pooling reads (``_head_activation``'s output, for Grad-CAM).
 """
 
 from __future__ import annotations
@@ -76,13 +77,16 @@ class EfficientNetLite0(nn.Module):
         self._blocks = nn.ModuleList(blocks)
         self._conv_head = _SameConv2d(320, 1280, 1, bias=False)
         self._bn1 = _bn(1280)
+        # A module rather than F.relu6 (it holds no tensors, so the weights file is unchanged): its
+        # output is the 1280-channel map the pooling averages, which Grad-CAM hooks.
+        self._head_activation = nn.ReLU6()
         self._fc = nn.Linear(1280, num_classes)
 
     def forward(self, x):
         x = F.relu6(self._bn0(self._conv_stem(x)))
         for block in self._blocks:
             x = block(x)
-        return F.relu6(self._bn1(self._conv_head(x))).mean((2, 3))
+        return self._head_activation(self._bn1(self._conv_head(x))).mean((2, 3))
 
     def classify(self, x):
         return self._fc(self.forward(x))
@@ -110,12 +114,13 @@ class _LiteTrunk(nn.Module):
 class _LiteTail(nn.Module):
     def __init__(self, net: EfficientNetLite0, n_blocks: int):
         super().__init__()
-        self.blocks, self.conv_head, self.bn = net._blocks[n_blocks:], net._conv_head, net._bn1
+        self.blocks, self.conv_head, self.bn, self.activation = (net._blocks[n_blocks:], net._conv_head, net._bn1,
+                                                                 net._head_activation)
 
     def forward(self, x):
         for block in self.blocks:
             x = block(x)
-        return F.relu6(self.bn(self.conv_head(x))).mean((2, 3))
+        return self.activation(self.bn(self.conv_head(x))).mean((2, 3))
 
 
 def _split_last_block(net: EfficientNetLite0) -> tuple[nn.Module, nn.Module]:
@@ -133,6 +138,7 @@ register_backbone(Backbone(
         Preprocessing(256, 224, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), interpolation="bicubic"),
     ),
     dim=1280,
+    feature_map=lambda net: net._head_activation,  # ReLU6(BN(conv_head)): 7x7 at 224 px, before the mean
     description="EfficientNet-Lite0, ImageNet-1k (TF weights), with its 1000-class classifier",
     imagenet_head=lambda net: net._fc,
     last_block=_split_last_block,

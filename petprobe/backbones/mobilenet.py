@@ -69,6 +69,7 @@ register_backbone(Backbone(
         Preprocessing(256, 224, **_IMAGENET),
     ),
     dim=1280,
+    feature_map=lambda net: net.features[-1],  # the last 1x1 conv block, ending in its ReLU6
     description="MobileNetV2 features, ImageNet-1k (reference-implementation weights), no classifier",
     last_block=_split_last_block,
     meta={"num_params": 2223872},  # no published ImageNet accuracy for this file

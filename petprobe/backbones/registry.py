@@ -3,8 +3,9 @@
 A ``Backbone`` entry carries everything needed to use it, so no code outside its family's module
 needs to know which network it is: a builder, where its weights come from (with their sha256),
 its preprocessing (``transforms()``; nobody else hard-codes a mean or std), its embedding dim,
-its ImageNet classifier when it has one, where its last block starts (for fine-tuning) and what is
-known of it (ImageNet acc@1, parameter count). ``get_backbone(name).build()`` returns a frozen
+its ImageNet classifier when it has one, where its last block starts (for fine-tuning), which module
+gives the feature map its global pooling reads (for Grad-CAM) and what is known of it (ImageNet
+acc@1, parameter count). ``get_backbone(name).build()`` returns a frozen
 ``nn.Module`` mapping normalised images ``(N, 3, H, W)`` to embeddings ``(N, dim)``.
 """
 
@@ -25,9 +26,12 @@ __all__ = ["Backbone", "register_backbone", "get_backbone", "list_backbones"]
 class Backbone:
     """A registry entry: ``build()`` gives a frozen network mapping normalised images to ``(N, dim)``.
 
-    ``imagenet_head(net)`` returns the built network's ImageNet classifier (embedding -> 1000
-    logits), ``last_block(net)`` splits it into ``(trunk, tail)`` with ``tail(trunk(x)) == net(x)``;
-    either is None when the family has no such thing. ``meta`` holds published facts
+    ``feature_map(net)`` returns the module of the built network whose output is the last spatial
+    feature map, the one its global pooling reads (after its activation): Grad-CAM's layer. It
+    runs once per forward pass, also in the ``last_block`` split. ``imagenet_head(net)`` returns
+    the built network's ImageNet classifier (embedding -> 1000 logits), ``last_block(net)`` splits
+    it into ``(trunk, tail)`` with ``tail(trunk(x)) == net(x)``; either is None when the family
+    has no such thing. ``meta`` holds published facts
     (``acc@1`` on ImageNet-1k val, ``num_params``), as torchvision's ``Weights.meta`` does.
     """
 
@@ -35,6 +39,7 @@ class Backbone:
     builder: Callable[[dict], nn.Module] = field(repr=False)
     weights: PackageWeights | TorchvisionWeights
     dim: int
+    feature_map: Callable[[nn.Module], nn.Module] = field(repr=False)
     description: str = ""
     imagenet_head: Callable[[nn.Module], nn.Module] | None = field(default=None, repr=False)
     last_block: Callable[[nn.Module], tuple[nn.Module, nn.Module]] | None = field(default=None, repr=False)

@@ -78,30 +78,43 @@ def _resnet_split(net: nn.Module):
     return _ResNetTrunk(net), _ResNetTail(net)
 
 
-# (name, architecture, weights enum member, classifier layer to drop, embedding dim, last-block split).
-# The split puts the last stage of blocks (and what follows it) in the trainable tail; vgg16 has
-# none (its tail would be the 100M-parameter fully connected layers).
+def _last_features(net: nn.Module) -> nn.Module:
+    return net.features[-1]
+
+
+def _layer4(net: nn.Module) -> nn.Module:
+    return net.layer4
+
+
+# (name, architecture, weights enum member, classifier layer to drop, embedding dim, last-block split,
+# feature map). The split puts the last stage of blocks (and what follows it) in the trainable tail;
+# vgg16 has none (its tail would be the 100M-parameter fully connected layers). The feature map is
+# the module whose output the network's average pooling reads: ResNet's last stage (each block ends
+# in its ReLU), the last entry of ``features`` elsewhere (a conv-BN-activation block; ConvNeXt's
+# last stage, whose LayerNorm comes after the pooling; VGG's last max-pool, pool5, which the
+# classifier reads flattened, as VGG has no global pooling).
 _TORCHVISION = (
-    ("resnet18", "resnet18", "ResNet18_Weights.IMAGENET1K_V1", "fc", 512, _resnet_split),
-    ("resnet50", "resnet50", "ResNet50_Weights.IMAGENET1K_V2", "fc", 2048, _resnet_split),
-    ("vgg16", "vgg16", "VGG16_Weights.IMAGENET1K_V1", "classifier.6", 4096, None),  # fc7, after ReLU
+    ("resnet18", "resnet18", "ResNet18_Weights.IMAGENET1K_V1", "fc", 512, _resnet_split, _layer4),
+    ("resnet50", "resnet50", "ResNet50_Weights.IMAGENET1K_V2", "fc", 2048, _resnet_split, _layer4),
+    ("vgg16", "vgg16", "VGG16_Weights.IMAGENET1K_V1", "classifier.6", 4096, None, _last_features),  # fc7, after ReLU
     ("efficientnet_b0", "efficientnet_b0", "EfficientNet_B0_Weights.IMAGENET1K_V1", "classifier.1", 1280,
-     _features_split(-2)),
+     _features_split(-2), _last_features),
     ("convnext_tiny", "convnext_tiny", "ConvNeXt_Tiny_Weights.IMAGENET1K_V1", "classifier.2", 768,
-     _features_split(-1, flatten=False)),  # its classifier starts with LayerNorm2d, Flatten
+     _features_split(-1, flatten=False), _last_features),  # its classifier starts with LayerNorm2d, Flatten
     ("mobilenet_v3_large", "mobilenet_v3_large", "MobileNet_V3_Large_Weights.IMAGENET1K_V2", "classifier.3", 1280,
-     _features_split(-2)),
+     _features_split(-2), _last_features),
     # torchvision's own MobileNetV2 weights, beside the offline reference-implementation ones.
     ("mobilenet_v2_torchvision", "mobilenet_v2", "MobileNet_V2_Weights.IMAGENET1K_V2", "classifier.1", 1280,
-     _features_split(-2)),
+     _features_split(-2), _last_features),
 )
 
-for _name, _architecture, _weights, _head, _dim, _split in _TORCHVISION:
+for _name, _architecture, _weights, _head, _dim, _split, _feature_map in _TORCHVISION:
     register_backbone(Backbone(
         name=_name,
         builder=_torchvision_builder(_architecture, _head),
         weights=TorchvisionWeights(_weights),
         dim=_dim,
+        feature_map=_feature_map,
         description=f"torchvision {_architecture}, ImageNet-1k ({_weights.split('.')[1]}), pre-logits embedding",
         imagenet_head=lambda net: net.imagenet_fc,
         last_block=_split,

@@ -5,11 +5,13 @@ a small object with the same call: ``method(images, targets)`` takes [0,1] image
 and class indices ``(N,)`` and returns non-negative maps ``(N, H, W)``, one value per pixel.
 
 - ``GradCAM`` (Selvaraju et al. 2017): the class score's gradient, averaged per channel, weighs the
-  channels of the feature map at the backbone's last block (ReLU of the weighted sum), upsampled
-  bilinearly to the image. Coarse (7x7 at 224 px) but class-specific.
+  channels of the feature map the backbone's global pooling reads (ReLU of the weighted sum),
+  upsampled bilinearly to the image. Coarse (7x7 at 224 px) but class-specific. Which module gives
+  that map is a registry fact of each family (``Backbone.feature_map``), not guessed here.
 - ``IntegratedGradients`` (Sundararajan et al. 2017): gradients integrated along the straight path
   from a black image to the image, times the pixel difference; the map is the absolute value
-  summed over colour channels.
+  summed over colour channels. Each image's completeness error is measured and reported (the paper
+  asks for it within 5%).
 - ``RandomMap``: seeded noise, the "random order" baseline of the deletion and insertion curves.
 
 ``split_classifier`` builds the model they share, and ``randomised`` the re-initialised copies of
@@ -19,14 +21,16 @@ the sanity check (Adebayo et al. 2018). ``feature_maps`` records the backbone's 
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn as nn
 
 from petprobe.backbones import Backbone
 from petprobe.probing.classifier import PixelClassifier, pixel_classifier
 
-__all__ = ["GradCAM", "IntegratedGradients", "RandomMap", "last_feature_layer", "split_classifier", "randomised",
+__all__ = ["GradCAM", "IntegratedGradients", "PathAttribution", "COMPLETENESS_TOLERANCE", "RandomMap", "feature_map_layer", "split_classifier", "randomised",
            "feature_maps", "RANDOMISATIONS"]
 
 
@@ -38,69 +42,123 @@ def split_classifier(backbone: Backbone, head: nn.Module, net: nn.Module | None 
     return pixel_classifier(backbone, head, net=nn.Sequential(trunk, tail))
 
 
-class GradCAM:
-    """Grad-CAM at the backbone's last convolutional feature map (the input of its global pooling).
+def feature_map_layer(model: nn.Module, backbone: Backbone, net: nn.Module) -> str:
+    """The dotted name, inside ``model`` (a classifier built on ``net``), of the module ``backbone``
+    names as ``net``'s feature map: the one its global pooling reads, Grad-CAM's layer. A name, not
+    the module, so it also finds the layer in a deep copy of ``model`` (``randomised``)."""
+    target = backbone.feature_map(net)
+    for name, module in model.named_modules():
+        if module is target:
+            return name
+    raise TypeError(f"{backbone.name}: its feature map is not a module of the classifier")  # a registry bug
 
-    That layer is found, not named: the last module of ``model.backbone`` to return a 4-D tensor,
-    so it works for any registered family. Parameters: ``model``, a ``split_classifier``.
-    Returns maps ``(N, H, W)`` >= 0.
+
+class GradCAM:
+    """Grad-CAM (Selvaraju et al. 2017) at the feature map the backbone's global pooling reads.
+
+    Parameters: ``model``, a ``split_classifier`` or ``pixel_classifier``; ``layer``, the dotted
+    name of the module whose output is that map (``feature_map_layer``: each family names it in
+    the registry, after its activation). Per image and class: channel weights = the spatial mean of
+    the class score's gradient over the map, map = ReLU of the channels' weighted sum, upsampled
+    bilinearly to the image. Returns maps ``(N, H, W)`` >= 0. A layer whose output is not a spatial
+    map (1x1 or not 4-D) is an error: its maps would be constant, which no measure may pass.
     """
 
     name = "grad_cam"
 
-    def __init__(self, model: PixelClassifier):
-        self.model = model
+    def __init__(self, model: PixelClassifier, layer: str):
+        self.model, self.layer = model, layer
 
     def __call__(self, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         from captum.attr import LayerAttribution, LayerGradCam
 
-        cam = LayerGradCam(self.model, last_feature_layer(self.model.backbone, self.model.normalize(images[:1])))
+        cam = LayerGradCam(self.model, self.model.get_submodule(self.layer))
         with torch.enable_grad():
             coarse = cam.attribute(images, target=targets, relu_attributions=True)
+        if coarse.dim() != 4 or coarse.shape[-2] * coarse.shape[-1] < 2:
+            raise TypeError(f"Grad-CAM layer {self.layer} gives {tuple(coarse.shape[1:])}, not a spatial map")
         return LayerAttribution.interpolate(coarse.detach(), tuple(images.shape[-2:]), "bilinear")[:, 0].clamp_min(0)
 
     def __repr__(self):
-        return "GradCAM(layer=last convolutional feature map)"
+        return f"GradCAM(layer={self.layer})"
 
 
-@torch.no_grad()
-def last_feature_layer(net: nn.Module, example: torch.Tensor) -> nn.Module:
-    """The module of ``net`` whose 4-D output finishes last in a forward pass of ``example``."""
-    last: list[nn.Module] = []
-    hooks = [m.register_forward_hook(lambda m, i, o: last.append(m) if isinstance(o, torch.Tensor) and o.dim() == 4
-                                     else None) for m in net.modules()]
-    try:
-        net(example)
-    finally:
-        for hook in hooks:
-            hook.remove()
-    if not last:
-        raise TypeError(f"{type(net).__name__} has no 4-D feature map")  # a registry bug, not user input
-    return last[-1]
+# Sundararajan et al. (2017, section 4): the attributions should add up to F(x) - F(baseline) within 5%.
+COMPLETENESS_TOLERANCE = 0.05
+
+
+@dataclass
+class PathAttribution:
+    """Integrated gradients of a batch: signed ``attributions`` ``(N, 3, H, W)`` and, per image, the
+    ``completeness_error`` |sum of attributions - (F(x) - F(black))| / |F(x) - F(black)|;
+    ``maps`` ``(N, H, W)`` is |attribution| summed over colours."""
+
+    attributions: torch.Tensor
+    completeness_error: np.ndarray
+
+    @property
+    def maps(self) -> torch.Tensor:
+        return self.attributions.abs().sum(1)
 
 
 class IntegratedGradients:
-    """Integrated gradients from a black baseline in ``steps`` steps (Gauss-Legendre, Captum's default).
+    """Integrated gradients (Sundararajan et al. 2017) from a black baseline, with their completeness error.
 
-    The map is |attribution| summed over the colour channels.
+    attribution = x * (integral over a in [0, 1] of dF/dx at a*x), F the target class's logit. The
+    integral is the trapezoid rule on ``steps`` equal steps in u, with a = u**``power``: for these
+    networks F changes fastest between a black and a very dark image (half of F(x) - F(black) is
+    often gained by a = 1/16), and power 3 puts the nodes there (on pets test images, 64 steps
+    leave a mean completeness error of 2%; 64 uniform Gauss-Legendre nodes, 8%). ``power`` 1 is
+    the plain trapezoid rule. Completeness (attributions sum to F(x) - F(black)) measures the
+    quadrature's error, which ``attribute`` reports per image; the steps are fixed, so that error
+    is a check of the rule, not its stopping criterion. ``batch_size``: images on the path per pass.
     """
 
     name = "integrated_gradients"
 
-    def __init__(self, model: nn.Module, steps: int = 16, batch_size: int = 16):
-        self.model, self.steps, self.batch_size = model, steps, batch_size
+    def __init__(self, model: nn.Module, steps: int = 64, power: float = 3.0, batch_size: int = 16):
+        if steps < 1:
+            raise ValueError(f"need steps >= 1, got {steps}")
+        self.model, self.steps, self.power, self.batch_size = model, steps, power, batch_size
 
     def __call__(self, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        from captum.attr import IntegratedGradients as CaptumIG
+        return self.attribute(images, targets).maps
 
-        ig = CaptumIG(self.model)
-        with torch.enable_grad():
-            maps = ig.attribute(images, baselines=torch.zeros_like(images), target=targets, n_steps=self.steps,
-                                internal_batch_size=self.batch_size)
-        return maps.detach().abs().sum(1)
+    def attribute(self, images: torch.Tensor, targets: torch.Tensor) -> PathAttribution:
+        targets = torch.as_tensor(targets, device=images.device)
+        n, p = self.steps, self.power
+        # Trapezoid rule over u = k/n, k = 0..n, for g(u) = dF/dx(u**p x) * p u**(p-1); the ends weigh 1/2.
+        # At u = 0 the weight p u**(p-1) is 0 for p > 1, so the black image's gradient is needed only at p = 1.
+        u = np.arange(0 if p == 1 else 1, n + 1) / n
+        halves = np.where((u == 0) | (u == 1), 0.5, 1.0)
+        integral = self._weighted_gradients(images, targets, u ** p, halves * p * u ** (p - 1) / n)
+        attributions = (images * integral).detach()
+        with torch.no_grad():
+            score = lambda x: self.model(x).gather(1, targets[:, None])[:, 0].double()  # noqa: E731
+            gap = (score(images) - score(torch.zeros_like(images))).cpu().numpy()
+        total = attributions.flatten(1).double().sum(1).cpu().numpy()
+        return PathAttribution(attributions, np.abs(total - gap) / np.maximum(np.abs(gap), 1e-12))
+
+    def _weighted_gradients(self, images: torch.Tensor, targets: torch.Tensor, alphas: np.ndarray,
+                            weights: np.ndarray) -> torch.Tensor:
+        """Per image, the sum over nodes of weight * dF/dx at alpha * image, ``(N, 3, H, W)``."""
+        pairs = [(j, i) for j in range(len(alphas)) for i in range(len(images))]
+        total = torch.zeros_like(images)
+        for start in range(0, len(pairs), self.batch_size):
+            chunk = pairs[start:start + self.batch_size]
+            node = np.array([j for j, _ in chunk])
+            which = torch.as_tensor([i for _, i in chunk], device=images.device)
+            alpha = torch.as_tensor(alphas[node], dtype=images.dtype, device=images.device).view(-1, 1, 1, 1)
+            weight = torch.as_tensor(weights[node], dtype=images.dtype, device=images.device).view(-1, 1, 1, 1)
+            with torch.enable_grad():
+                inputs = (alpha * images[which]).contiguous(memory_format=torch.channels_last).requires_grad_(True)
+                score = self.model(inputs).gather(1, targets[which][:, None]).sum()
+                (gradient,) = torch.autograd.grad(score, inputs)
+            total.index_add_(0, which, weight * gradient)
+        return total
 
     def __repr__(self):
-        return f"IntegratedGradients(baseline=black, steps={self.steps})"
+        return f"IntegratedGradients(baseline=black, steps={self.steps}, power={self.power:g})"
 
 
 class RandomMap:

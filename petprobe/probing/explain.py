@@ -22,15 +22,16 @@ import pandas as pd
 import torch
 
 from petprobe.data.images import load_rgb
+from petprobe.embedding.embed import fold_batchnorm
 from petprobe.errors import PetprobeError
-from petprobe.probing.attribution import (RANDOMISATIONS, GradCAM, IntegratedGradients, RandomMap, feature_maps,
-                                          randomised)
+from petprobe.probing.attribution import (COMPLETENESS_TOLERANCE, RANDOMISATIONS, GradCAM, IntegratedGradients,
+                                          RandomMap, feature_maps, randomised)
 from petprobe.probing.classifier import PixelClassifier
 from petprobe.probing.explain_figures import (attribution_figure, curves_figure, feature_map_figure,
                                               sanity_figure)
-from petprobe.probing.measures import (centred_gaussian, curve_auc, deletion_insertion, mean_ci95, pet_share,
-                                       pointing_hits, rank_correlation, read_trimap, trimap_like, uniform_map,
-                                       TRIMAP_BACKGROUND)
+from petprobe.probing.measures import (centred_gaussian, constant_maps, curve_auc, deletion_insertion, mean_ci95,
+                                       pet_share, pointing_hits, rank_correlation, read_trimap, trimap_like,
+                                       uniform_map, TRIMAP_BACKGROUND)
 
 __all__ = ["Explanation", "explain_test_images"]
 
@@ -69,6 +70,13 @@ def _batched(fn, images: torch.Tensor, targets: torch.Tensor, batch_size: int) -
                       for i in range(0, len(images), batch_size)])
 
 
+def _path_attributions(ig: IntegratedGradients, images: torch.Tensor, targets: torch.Tensor,
+                       batch_size: int) -> tuple[torch.Tensor, np.ndarray]:
+    """Integrated-gradients maps of ``images`` in batches (on the CPU), with each image's completeness error."""
+    parts = [ig.attribute(images[i:i + batch_size], targets[i:i + batch_size]) for i in range(0, len(images), batch_size)]
+    return torch.cat([p.maps.cpu() for p in parts]), np.concatenate([p.completeness_error for p in parts])
+
+
 @torch.no_grad()
 def _predict(model: PixelClassifier, images: torch.Tensor, batch_size: int) -> torch.Tensor:
     return torch.cat([model(images[i:i + batch_size]).softmax(1).cpu() for i in range(0, len(images), batch_size)])
@@ -86,6 +94,20 @@ def _put(into: dict, key: str, values, seed: int) -> None:
     (a list, which ``dvc metrics show`` leaves out of its table)."""
     mean, ci = mean_ci95(values, seed)
     into[key], into[f"{key}_ci95"] = _r(mean), None if ci is None else [_r(v) for v in ci]
+
+
+def _completeness(ig: IntegratedGradients, errors: np.ndarray, names: list[str], seed: int) -> dict:
+    """Integrated gradients' completeness on the measured images: |sum of attributions - (F(x) - F(black))|
+    as a fraction of |F(x) - F(black)|, F the predicted class's logit; per image, its mean and whether
+    that mean is within Sundararajan et al.'s 5%."""
+    out = {"baseline": "black", "rule": f"trapezoid, alpha = u**{ig.power:g}", "steps": ig.steps,
+           "tolerance": COMPLETENESS_TOLERANCE, "n_images": int(errors.size)}
+    _put(out, "completeness_error", errors, seed)
+    out["completeness_error_max"] = _r(errors.max()) if errors.size else None
+    out["n_over_tolerance"] = int((errors > COMPLETENESS_TOLERANCE).sum())
+    out["mean_within_tolerance"] = bool(errors.size and errors.mean() <= COMPLETENESS_TOLERANCE)
+    out["per_image"] = [{"image": name, "completeness_error": _r(e)} for name, e in zip(names, errors)]
+    return out
 
 
 def _pick_measured(test: pd.DataFrame, trimaps: list[Path | None], n: int, seed: int) -> list[int]:
@@ -120,22 +142,31 @@ def shown_captions(labels: list[str], head_proba: np.ndarray, pixel_proba: np.nd
 
 
 def explain_test_images(model: PixelClassifier, net: torch.nn.Module, transforms, test: pd.DataFrame,
-                        trimaps: list[Path | None], proba: np.ndarray, classes: list[str], *, n_images: int,
-                        faithfulness_images: int, sanity_images: int, ig_steps: int, curve_steps: int, deletion: str,
+                        trimaps: list[Path | None], proba: np.ndarray, classes: list[str], *, cam_layer: str,
+                        n_images: int, faithfulness_images: int, sanity_images: int, ig_steps: int,
+                        curve_steps: int, deletion: str,
                         sanity_threshold: float, per_class: int, mistakes: int, feature_images: int,
                         feature_depths: int, feature_channels: int, batch_size: int, seed: int,
                         device: torch.device = torch.device("cpu"), title: str = "",
                         progress=None) -> Explanation:
     """Maps, figures and measured numbers for ``test`` (rows path, label; ``trimaps`` per row, None if none).
 
-    ``model``: a ``split_classifier`` over ``classes`` (its logit order); ``net``: its backbone, for
+    ``model``: a ``split_classifier`` over ``classes`` (its logit order); ``cam_layer``: the name in
+    ``model`` of its backbone's feature map (``feature_map_layer``); ``net``: its backbone, for
     feature maps; ``transforms``: PIL -> [0,1] tensor; ``proba``: the head's test probabilities in
     ``classes`` order (to pick the mistakes shown). ``progress(n)`` is called as work gets done.
     """
     tick = progress or (lambda n: None)
     model = model.eval().to(device)
-    methods = {m.name: m for m in (GradCAM(model), IntegratedGradients(model, steps=ig_steps, batch_size=batch_size))}
-    report: dict = {}
+
+    def path_method(classifier):
+        # Its many gradient passes run on a copy with BatchNorm folded into the convolutions, in
+        # channels-last layout (the embed stage's inference form; the same function): ~1.7x faster on CPU.
+        folded = fold_batchnorm(classifier).to(memory_format=torch.channels_last)
+        return IntegratedGradients(folded, steps=ig_steps, batch_size=batch_size)
+
+    methods = {m.name: m for m in (GradCAM(model, cam_layer), path_method(model))}
+    report: dict = {"grad_cam_layer": cam_layer}
     figures: dict = {}
 
     # --- measured images: localisation, faithfulness, sanity --------------------------------------------
@@ -147,10 +178,16 @@ def explain_test_images(model: PixelClassifier, net: torch.nn.Module, transforms
     images, masks, chosen = images[:keep].to(device), masks[:keep], chosen[:keep]
     probs = _predict(model, images, batch_size)
     targets = probs.argmax(1).to(device)
-    maps = {}
-    for name, method in methods.items():
-        maps[name] = _batched(method, images, targets, batch_size)
-        tick(len(images))
+    maps = {GradCAM.name: _batched(methods[GradCAM.name], images, targets, batch_size)}
+    tick(len(images))
+    maps[IntegratedGradients.name], errors = _path_attributions(methods[IntegratedGradients.name], images, targets,
+                                                                batch_size)
+    tick(len(images))
+    names = [Path(p).name for p in test.path.iloc[chosen]]
+    report["integrated_gradients"] = _completeness(methods[IntegratedGradients.name], errors, names, seed)
+    # A constant map (e.g. all zero: no channel pushes the class up) locates nothing; counted, never hidden.
+    report["constant_maps"] = {"n_images": len(images),
+                               **{name: int(constant_maps(m).sum()) for name, m in maps.items()}}
 
     localisation: dict = {"n_images": len(located), "n_trimaps_unusable": unusable}
     if located:
@@ -204,14 +241,23 @@ def explain_test_images(model: PixelClassifier, net: torch.nn.Module, transforms
     s = min(sanity_images, len(images))
     sanity: dict = {"n_images": s, "threshold": sanity_threshold, "flagged": []}
     randomised_maps: dict = {name: {"original": maps[name][:s]} for name in methods}
+    for name in methods:
+        # A constant map of the trained model cannot show that the map depends on the weights.
+        sanity[name] = {"constant_trained_maps": int(constant_maps(maps[name][:s]).sum())}
+        if sanity[name]["constant_trained_maps"]:
+            sanity["flagged"].append(name)
     for part in RANDOMISATIONS:
         other = randomised(model, part, seed)
-        for name, method in {GradCAM.name: GradCAM(other),
-                             IntegratedGradients.name: IntegratedGradients(other, ig_steps, batch_size)}.items():
+        for name, method in {GradCAM.name: GradCAM(other, cam_layer), IntegratedGradients.name: path_method(other)}.items():
             randomised_maps[name][part] = _batched(method, images[:s], targets[:s], batch_size)
             rho = rank_correlation(maps[name][:s], randomised_maps[name][part])
-            _put(sanity.setdefault(name, {}), part, rho, seed)
-            if s and rho.mean() >= sanity_threshold and name not in sanity["flagged"]:
+            defined = rho[np.isfinite(rho)]
+            if defined.size:
+                _put(sanity[name], part, defined, seed)
+            else:
+                sanity[name][part], sanity[name][f"{part}_ci95"] = None, None
+            sanity[name][f"{part}_n_undefined"] = int(rho.size - defined.size)
+            if s and (not defined.size or defined.mean() >= sanity_threshold) and name not in sanity["flagged"]:
                 sanity["flagged"].append(name)
         tick(s)
     report["sanity"] = sanity

@@ -14,7 +14,9 @@
   noise, so the fill continues its surroundings and the removal pattern itself carries no class
   evidence (a blurred or black square does: the shape of what was removed leaks the order).
 - *Sanity* (Adebayo et al. 2018): ``rank_correlation`` of each image's map before and after the
-  model's weights are re-drawn; a map that does not change does not explain this model.
+  model's weights are re-drawn; a map that does not change does not explain this model. A
+  constant map (``constant_maps``) has no rank correlation: it is counted and flagged, never
+  scored as a change.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from petprobe.errors import PetprobeError
 
 __all__ = ["TRIMAP_PET", "TRIMAP_BACKGROUND", "TRIMAP_BORDER", "read_trimap", "trimap_like", "pet_share",
            "pointing_hits", "uniform_map", "centred_gaussian", "noisy_linear_impute", "deletion_insertion", "curve_auc",
-           "rank_correlation", "mean_ci95"]
+           "constant_maps", "rank_correlation", "mean_ci95"]
 
 TRIMAP_PET, TRIMAP_BACKGROUND, TRIMAP_BORDER = 1, 2, 3
 
@@ -230,13 +232,21 @@ def curve_auc(fractions: np.ndarray, curves: np.ndarray) -> np.ndarray:
     return np.array([auc(fractions, row) for row in curves])
 
 
+def constant_maps(maps: torch.Tensor) -> np.ndarray:
+    """Per image, whether its map ``(N, H, W)`` is constant (all zero included): it ranks no pixel above
+    another, so it locates nothing, orders no deletion and cannot pass or fail a sanity check."""
+    flat = _flat(maps)
+    return (flat.amax(1) == flat.amin(1)).numpy()
+
+
 def rank_correlation(maps: torch.Tensor, other: torch.Tensor) -> np.ndarray:
-    """Per image, Spearman's rank correlation of two maps; 0 where either is constant (it ranks nothing)."""
+    """Per image, Spearman's rank correlation of two maps; NaN where either is constant (undefined:
+    a constant map ranks nothing, so it neither resembles the other nor differs from it)."""
     from scipy.stats import spearmanr
 
     out = []
     for a, b in zip(_flat(maps).numpy(), _flat(other).numpy()):
-        out.append(0.0 if a.min() == a.max() or b.min() == b.max() else float(spearmanr(a, b).statistic))
+        out.append(float("nan") if a.min() == a.max() or b.min() == b.max() else float(spearmanr(a, b).statistic))
     return np.array(out)
 
 
