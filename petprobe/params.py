@@ -108,8 +108,6 @@ class ScratchParams:
 @dataclass(frozen=True)
 class EvaluateParams:
     grid_images: int = _spec(16, ge=1, le=256)
-    bootstrap_resamples: int = _spec(2000, ge=100, le=100_000)
-    seed: int = _spec(0, ge=0)
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from petprobe.heads.logreg import LogRegHead
-from petprobe.reporting.metrics import bootstrap_interval, per_class_report, summary, wilson_interval
+from petprobe.reporting.metrics import per_class_report, summary, wilson_interval
 
 CS = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)
 
@@ -68,22 +68,13 @@ def test_wilson_interval_matches_the_hand_computed_one():
     assert wilson_interval(10, 10)[1] == 1.0 and wilson_interval(0, 10)[0] == 0.0
 
 
-def test_bootstrap_interval_of_one_class_is_the_normal_one_and_repeats_with_its_seed():
-    correct = np.r_[np.ones(80), np.zeros(20)]
-    lo, hi = bootstrap_interval(np.mean, correct, n_resamples=4000, seed=3)
-    # 0.8 +- 1.96 * sqrt(0.8 * 0.2 / 100) = [0.7216, 0.8784]; percentiles of resampled means, not exact.
-    assert lo == pytest.approx(0.7216, abs=0.015) and hi == pytest.approx(0.8784, abs=0.015)
-    assert bootstrap_interval(np.mean, correct, n_resamples=4000, seed=3) == (lo, hi)
-    assert bootstrap_interval(np.mean, np.ones(30), n_resamples=200) == (1.0, 1.0)
-
-
 def test_summary_intervals_hold_their_point_values():
     rng = np.random.default_rng(0)
     classes = ["a", "b", "c", "d", "e", "f"]
     y = np.array(classes)[rng.integers(0, 6, 57)]
     proba = rng.dirichlet(np.ones(6), size=57)
     proba[np.arange(40), np.searchsorted(classes, y[:40])] += 2.0  # 40 of 57 right, at least
-    s = summary(proba / proba.sum(1, keepdims=True), y, classes, n_resamples=500)
+    s = summary(proba / proba.sum(1, keepdims=True), y, classes)
     for key in ("top1", "balanced_accuracy"):
         lo, hi = s[f"{key}_ci95"]
         assert 0.0 <= lo < s[key] < hi <= 1.0
