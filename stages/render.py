@@ -1,6 +1,6 @@
 """render@<ds>: what backbone + head think a class looks like, and how little turns one class into another.
 
-Reads render.* and logreg.c_min/c_max/c_steps/max_iter/cv_folds/seed (the transfer backbone's head
+Reads render.* and logreg.c_min/c_max/c_steps/max_iter/tol/cv_folds/seed (the transfer backbone's head
 is trained as train_logreg trains the main one). Writes data/render/<ds>/ideal.png and
 attack_<source>_to_<target>.png (captioned grids), metrics/<ds>/render.json and
 metrics/<ds>/render_eps.json (success vs eps, pooled over pairs, a plot). render.json: per ideal
@@ -55,7 +55,7 @@ def main(ds: str) -> None:
         transfer, transfer_classes = transfer_classifier(
             transfer_name, manifest, per_class=cfg.transfer_per_class, batch_size=cfg.batch_size, device=device,
             cs=c_grid(logreg.c_min, logreg.c_max, logreg.c_steps), max_iter=logreg.max_iter,
-            cv_folds=logreg.cv_folds, seed=logreg.seed)
+            tol=logreg.tol, cv_folds=logreg.cv_folds, seed=logreg.seed)
 
     # Ideal images for the listed classes this dataset has, then ImageNet classes if the backbone has them.
     names = [c for c in cfg.classes if c in classes] or classes[:2]
