@@ -158,14 +158,15 @@ def _reference_fit(Z, y, C):
     raise AssertionError("the Newton reference did not converge")
 
 
-@pytest.mark.parametrize("n_classes", [2, 3])
+@pytest.mark.parametrize("n_classes, dims", [(2, 40), (3, 40), (3, 90)])
 @pytest.mark.parametrize("C", [0.01, 1.0, 100.0, 1e4])
-def test_fitted_coefficients_are_the_optimum_at_every_c(n_classes, C):
-    # 60 images, 40 dimensions: separable, so at large C the optimum's ||W|| is large and the
-    # objective flat; scikit-learn's default tol stopped there far from it (C >= 31.6 on pets).
+def test_fitted_coefficients_are_the_optimum_at_every_c(n_classes, dims, C):
+    # 60 images, 40 or 90 dimensions (more than images: fitted in the images' row space):
+    # separable, so at large C the optimum's ||W|| is large and the objective flat; scikit-learn's
+    # default tol stopped there far from it (C >= 31.6 on pets).
     rng = np.random.default_rng(n_classes)
     y = np.repeat(np.arange(n_classes), 60 // n_classes)
-    X = rng.normal(size=(60, 40)) + 1.5 * np.eye(40)[y]
+    X = rng.normal(size=(60, dims)) + 1.5 * np.eye(dims)[y]
     head = LogRegHead(cs=(C,)).fit(X, y)
     assert head.converged_ and head.relative_gradient_ <= head.tol
     Z = StandardScaler().fit_transform(X)
@@ -202,3 +203,20 @@ def test_rows_that_did_not_converge_are_flagged_and_never_chosen():
     assert head.C_converged_[list(CS).index(head.C_)]
     with pytest.raises(PetprobeError, match="no C of the grid converged"):
         LogRegHead(cs=(10.0, 100.0), max_iter=2, cv_folds=3).fit(X, y)
+
+
+def test_path_scores_with_fewer_images_than_dimensions_equal_full_space_fits():
+    # 45 training images in 120 dimensions: the path fits in the images' row space (45 columns).
+    from petprobe.heads.logreg import c_path_scores
+
+    rng = np.random.default_rng(5)
+    y = np.repeat(["a", "b", "c"], 20)
+    X = rng.normal(size=(60, 120)) + 1.2 * np.eye(120)[np.searchsorted(["a", "b", "c"], y)]
+    train, held = np.r_[0:15, 20:35, 40:55], np.r_[15:20, 35:40, 55:60]
+    scores = c_path_scores(X[train], y[train], X[held], y[held], CS)
+    scaler = StandardScaler().fit(X[train])
+    for i, C in enumerate(CS):
+        model = LogisticRegression(C=C, tol=1e-10, max_iter=100_000).fit(scaler.transform(X[train]), y[train])
+        proba = model.predict_proba(scaler.transform(X[held]))
+        loss = -np.log(proba[np.arange(len(held)), np.searchsorted(model.classes_, y[held])]).mean()
+        assert scores.converged[i] and scores.log_loss[i] == pytest.approx(loss, rel=1e-3)

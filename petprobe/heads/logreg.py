@@ -162,7 +162,8 @@ def c_path_scores(X, y, X_eval, y_eval, cs, *, max_iter: int = 3000, tol: float 
     iterations and convergence.
 
     Standardised on X. The fits run along ``cs`` in increasing order, each warm-started from the
-    previous solution (the regularisation path): about 10x fewer L-BFGS iterations than cold fits.
+    previous two solutions' extrapolation (the regularisation path): far fewer L-BFGS iterations than
+    cold fits.
     ``classes`` (default: those of y and y_eval) fixes the log-loss columns, so an eval class the
     training part lacks costs -log(1e-15) instead of an error.
     """
@@ -180,19 +181,42 @@ def _c_path_scores(Z, y, Z_eval, y_eval, cs, max_iter, tol, classes) -> PathScor
     # and contention than they save; 20x slower measured with a loaded 2-core machine.
     with threadpool_limits(limits=1, user_api="blas"):
         standardise_in_place(Z, Z_eval)
+        if (basis := _row_space(Z)) is not None:
+            Z, Z_eval = Z @ basis, Z_eval @ basis
         eval_index = np.searchsorted(classes, y_eval)
         order = np.argsort(cs)
         out = PathScores(np.empty(len(cs)), np.empty(len(cs)), np.empty(len(cs), np.int64),
                          np.empty(len(cs), bool), np.empty(len(cs)))
         model = _logistic(float(cs[order[0]]), max_iter, warm_start=True)
+        path: list[tuple[float, np.ndarray, np.ndarray]] = []  # (log C, coef, intercept) of the fits so far
         for i in order:
+            if len(path) >= 2:
+                # Start from the path's linear extrapolation in log C: about half the iterations of
+                # starting from the previous solution (the path is smooth in log C).
+                (a, coef_a, icpt_a), (b, coef_b, icpt_b) = path[-2:]
+                step = (np.log(cs[i]) - b) / (b - a) if b > a else 0.0
+                model.coef_, model.intercept_ = coef_b + step * (coef_b - coef_a), icpt_b + step * (icpt_b - icpt_a)
             fit = _fit_checked(model.set_params(C=float(cs[i])), Z, y, max_iter, tol)
+            path = [*path[-1:], (float(np.log(cs[i])), model.coef_.copy(), model.intercept_.copy())]
             out.n_iter[i], out.converged[i], out.relative_gradient[i] = fit
             proba = np.zeros((len(Z_eval), len(classes)))
             proba[:, np.searchsorted(classes, model.classes_)] = model.predict_proba(Z_eval)
             out.accuracy[i] = float((proba.argmax(axis=1) == eval_index).mean())
             out.log_loss[i] = float(-np.log(np.clip(proba[np.arange(len(Z_eval)), eval_index], 1e-15, 1.0)).mean())
     return out
+
+
+def _row_space(Z: np.ndarray) -> np.ndarray | None:
+    """An orthonormal basis (d, n) of the row space of Z when it has fewer rows n than columns d, else None.
+
+    The penalised optimum's coefficients lie in that space (every gradient of the loss does, and the
+    L2 penalty only shrinks the rest to 0), so fitting on ``Z @ basis`` and mapping the coefficients
+    back by ``basis.T`` gives the same optimum, the same predictions and the same relative gradient,
+    with n instead of d columns: 4x less work per iteration on the pets sample (321 x 1280 folds).
+    """
+    if Z.shape[0] >= Z.shape[1]:
+        return None
+    return np.linalg.svd(Z, full_matrices=False)[2].T
 
 
 def cv_path_scores(X, y, cs, *, folds: int, max_iter: int = 3000, tol: float = DEFAULT_TOL,
@@ -296,10 +320,17 @@ class LogRegHead(ClassifierMixin, BaseEstimator):
         Z = np.array(X, np.float64)  # converted straight from float32: no intermediate copy
         self.scaler_ = standardise_in_place(Z)
         model = _logistic(self.C_, self.max_iter)
-        self.n_iter_, self.converged_, self.relative_gradient_ = _fit_checked(model, Z, y, self.max_iter, self.tol)
+        # One BLAS thread, as in the folds: 0.33 s per iteration with two threads on a loaded 2-core
+        # machine, 0.05 s with one (3,680 x 1,280, 37 classes; benchmarks/logreg_convergence.py).
+        with threadpool_limits(limits=1, user_api="blas"):
+            basis = _row_space(Z)
+            fit_on = Z if basis is None else Z @ basis
+            self.n_iter_, self.converged_, self.relative_gradient_ = _fit_checked(model, fit_on, y, self.max_iter,
+                                                                                  self.tol)
         self.classes_ = model.classes_
         self.n_features_in_ = X.shape[1]
-        self.coef_, self.intercept_ = model.coef_, model.intercept_
+        self.coef_ = model.coef_ if basis is None else model.coef_ @ basis.T
+        self.intercept_ = model.intercept_
         return self
 
     def decision_function(self, X) -> np.ndarray:
