@@ -1,12 +1,14 @@
-"""Metric values on a small case worked out by hand."""
+"""Metric values on small cases worked out by hand; the balanced-accuracy interval against scipy and by simulated coverage."""
 
 import math
 
 import numpy as np
 import pytest
+from scipy import stats
 
-from petprobe.reporting.metrics import (balanced_accuracy, headline, confusion, expected_calibration_error, log_loss, per_class_report,
-                            summary, top_k_accuracy)
+from petprobe.reporting.metrics import (balanced_accuracy, balanced_accuracy_interval, confusion,
+                                        expected_calibration_error, headline, log_loss, per_class_report, summary,
+                                        top_k_accuracy, wilson_interval)
 
 CLASSES = ["a", "b", "c"]
 # Row by row: predicted class, and the true class's rank among the three.
@@ -79,10 +81,6 @@ def test_headline_keeps_the_table_columns_and_their_intervals():
 
 
 # --- the balanced-accuracy interval: a reference on tiny cases and its coverage by simulation ---
-
-from scipy import stats  # noqa: E402
-
-from petprobe.reporting.metrics import balanced_accuracy_interval, wilson_interval  # noqa: E402
 
 
 def test_balanced_accuracy_interval_is_the_wilson_interval_at_the_effective_sample_size():

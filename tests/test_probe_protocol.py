@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy.special import expit, logsumexp, softmax
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold, cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from petprobe.heads.logreg import LogRegHead
+from petprobe.errors import PetprobeError
+from petprobe.heads.logreg import LogRegHead, c_path_scores
 from petprobe.reporting.metrics import per_class_report, summary, wilson_interval
 
 CS = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)
@@ -110,10 +112,6 @@ def test_standardise_in_place_is_bit_identical_to_standard_scaler():
 
 # --- convergence: the fitted coefficients are the optimum's, checked against independent fits ---
 
-from scipy.special import expit, logsumexp, softmax  # noqa: E402
-
-from petprobe.errors import PetprobeError  # noqa: E402
-
 
 def _reference_fit(Z, y, C):
     """The optimum of scikit-learn's objective, summed over rows (n times it: the same minimiser):
@@ -207,8 +205,6 @@ def test_rows_that_did_not_converge_are_flagged_and_never_chosen():
 
 def test_path_scores_with_fewer_images_than_dimensions_equal_full_space_fits():
     # 45 training images in 120 dimensions: the path fits in the images' row space (45 columns).
-    from petprobe.heads.logreg import c_path_scores
-
     rng = np.random.default_rng(5)
     y = np.repeat(["a", "b", "c"], 20)
     X = rng.normal(size=(60, 120)) + 1.2 * np.eye(120)[np.searchsorted(["a", "b", "c"], y)]
