@@ -87,13 +87,13 @@ def main() -> None:
     for repeat in range(args.repeats):
         dev, held = train_test_split(np.arange(len(y)), test_size=args.held_out, stratify=y, random_state=repeat)
         tr, va = train_test_split(dev, test_size=0.2, stratify=y[dev], random_state=repeat)
-        val_acc, val_loss = c_path_scores(X[tr], y[tr], X[va], y[va], cs, max_iter=cfg.max_iter)
-        cv_acc, cv_loss = cv_path_scores(X[dev], y[dev], cs, folds=args.folds, max_iter=cfg.max_iter,
-                                         random_state=repeat)
+        val_acc, val_loss, *_ = c_path_scores(X[tr], y[tr], X[va], y[va], cs, max_iter=cfg.max_iter, tol=cfg.tol)
+        cv_acc, cv_loss, *_ = cv_path_scores(X[dev], y[dev], cs, folds=args.folds, max_iter=cfg.max_iter, tol=cfg.tol,
+                                             random_state=repeat)
         picks = choose(cs, val_acc, val_loss, len(va), cv_acc, cv_loss)
         scored = {}
         for C in sorted(set(picks.values())):  # one refit per distinct C
-            head = LogRegHead(cs=(C,), max_iter=cfg.max_iter).fit(X[dev], y[dev])
+            head = LogRegHead(cs=(C,), max_iter=cfg.max_iter, tol=cfg.tol).fit(X[dev], y[dev])
             proba = head.predict_proba(X[held])
             index = np.searchsorted(head.classes_, y[held])
             scored[C] = (float((proba.argmax(axis=1) == index).mean()),

@@ -74,6 +74,7 @@ class LogregParams:
     c_max: float = _spec(1e5, gt=0.0)
     c_steps: int = _spec(45, ge=1, le=1000)
     max_iter: int = _spec(3000, ge=1)
+    tol: float = _spec(1e-4, gt=0.0, lt=1.0)  # converged: gradient <= tol x the penalty's gradient
     cv_folds: int = _spec(5, ge=2, le=100)
     seed: int = _spec(0, ge=0)
 
@@ -113,8 +114,6 @@ class ScratchParams:
 @dataclass(frozen=True)
 class EvaluateParams:
     grid_images: int = _spec(16, ge=1, le=256)
-    bootstrap_resamples: int = _spec(2000, ge=100, le=100_000)
-    seed: int = _spec(0, ge=0)
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,9 @@
 """evaluate@<ds>: score both heads on the test split, with tables and pictures to read at a glance.
 
-Reads evaluate.grid_images, evaluate.bootstrap_resamples, evaluate.seed. Writes metrics/<ds>.json:
+Reads evaluate.grid_images. Writes metrics/<ds>.json:
 {n_test, n_rejected, logreg: {top1, top1_ci95, balanced_accuracy, balanced_accuracy_ci95, top3,
 top5, log_loss, ece, C, C_at_grid_edge}, head: {...}} (95% intervals over the test images: Wilson
-for top-1, seeded percentile bootstrap for balanced accuracy) plus, when the comparison stages
+for top-1, Wilson at Kish's effective sample size for balanced accuracy) plus, when the comparison stages
 are switched on, finetune: {...} and scratch: {...} (read from metrics/<ds>/<name>.json). Per head
 in metrics/<ds>/<head>/: headline.json (n_test, top1, balanced_accuracy, log_loss, ece: the rows of
 `dvc metrics show`; metrics/<ds>.json is the full summary), per_class.csv (precision, recall, F1; classes with test images), confusion.csv (a DVC confusion
@@ -39,7 +39,7 @@ def main(ds: str) -> None:
     for name, head in heads.items():
         proba = align_proba(head.predict_proba(X), head.classes_, classes)
         out = artefacts.head_report(name)
-        report[name] = summary(proba, y, classes, n_resamples=cfg.bootstrap_resamples, seed=cfg.seed)
+        report[name] = summary(proba, y, classes)
         write_csv(out / "per_class.csv", per_class_report(proba, y, classes))
         write_csv(out / "confusion.csv", confusion(proba, y, classes))
         save_figure(misclassified_grid(test.path.tolist(), y, proba, classes, limit=cfg.grid_images,

@@ -1,16 +1,20 @@
 """render@<ds>: what backbone + head think a class looks like, and how little turns one class into another.
 
-Reads render.* and logreg.c_min/c_max/c_steps/max_iter/cv_folds/seed (the transfer backbone's head
+Reads render.* and logreg.c_min/c_max/c_steps/max_iter/tol/cv_folds/seed (the transfer backbone's head
 is trained as train_logreg trains the main one). Writes data/render/<ds>/ideal.png and
 attack_<source>_to_<target>.png (captioned grids), metrics/<ds>/render.json and
 metrics/<ds>/render_eps.json (success vs eps, pooled over pairs, a plot). render.json: per ideal
-image p(target) on the image as optimised, mean over 16 fresh random transforms, and under the other
-head and the transfer backbone; per pair the transfer model's clean accuracy and how many clean
-images it gets right, and per attack: success, p(target), L-inf/L2 of the perturbation,
-png_model_input_* (the 8-bit PNG of the model input, re-read), png_via_predict_* (that PNG through
-`petprobe predict`), transfer_success_of_clean_correct over transfer_n_clean_correct images.
-metrics/<ds>/render_headline.json holds the few render numbers `dvc metrics show` lists (PGD
-and transfer success at 4/255, mean ideal-image p under fresh transforms).
+image p(target) on the image as optimised, mean over 16 new draws of the optimisation's transforms
+and over 16 draws of a held-out transform family, under the other head and under the transfer
+backbone (as it is and under the held-out draws), with their mean/min/max over the dataset's
+classes' images and the chance level (ideal_summary); per pair the transfer model's clean accuracy
+and how many clean images it gets right, and per attack: success, p(target), L-inf/L2 of the
+perturbation, png_model_input_* (the 8-bit PNG of the model input, re-read), png_via_predict_*
+(that PNG through `petprobe predict`), transfer_success_of_clean_correct over
+transfer_n_clean_correct images and transfer_success_of_whitebox_success over
+transfer_n_whitebox_success images. metrics/<ds>/render_headline.json holds the few render numbers
+`dvc metrics show` lists (PGD and transfer success at 4/255; mean ideal-image p under held-out
+transforms, under the other backbone and, secondary, under the optimised model).
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from petprobe.probing.classifier import imagenet_classifier, pixel_classifier, p
 from petprobe.probing.sheets import ideal_sheet
 from petprobe.probing.targeted import attack_pairs, render_headline, success_by_eps
 from petprobe.probing.transfer import pick_transfer_backbone, transfer_classifier
-from petprobe.probing.visualise import color_sqrt, ideal_images_of
+from petprobe.probing.visualise import color_sqrt, ideal_images_of, ideal_summary
 
 
 def main(ds: str) -> None:
@@ -55,7 +59,7 @@ def main(ds: str) -> None:
         transfer, transfer_classes = transfer_classifier(
             transfer_name, manifest, per_class=cfg.transfer_per_class, batch_size=cfg.batch_size, device=device,
             cs=c_grid(logreg.c_min, logreg.c_max, logreg.c_steps), max_iter=logreg.max_iter,
-            cv_folds=logreg.cv_folds, seed=logreg.seed)
+            tol=logreg.tol, cv_folds=logreg.cv_folds, seed=logreg.seed)
 
     # Ideal images for the listed classes this dataset has, then ImageNet classes if the backbone has them.
     names = [c for c in cfg.classes if c in classes] or classes[:2]
@@ -78,7 +82,11 @@ def main(ds: str) -> None:
     ideal, ideal_report = ideal_images_of(models, size=cfg.image_size, steps=cfg.steps, lr=cfg.lr, seed=cfg.seed,
                                           tv_weight=cfg.tv_weight, l2_weight=cfg.l2_weight, color=color,
                                           judges=judges, device=device)
-    report = {"backbone": backbone.name, "head": cfg.head, "ideal": ideal_report}
+    judged = [f"p_target_{name}{kind}" for name in judges[""] for kind in ("", "_heldout_transforms")]
+    summary = ideal_summary(ideal_report, ["p_target_optimised", "p_target_optimisation_transforms",
+                                           "p_target_heldout_transforms", *judged])
+    report = {"backbone": backbone.name, "head": cfg.head, "ideal": ideal_report,
+              "ideal_summary": {**summary, "chance": round(1 / len(classes), 6)}}
 
     # Targeted attacks on test images the model gets right, judged by the model, through `petprobe
     # predict` (the PNG files), and by the transfer model.
@@ -104,7 +112,7 @@ def main(ds: str) -> None:
     write_json(artefacts.render_report, report)
     eps_rows = success_by_eps(attacks, pooled)
     write_json(artefacts.render_eps, eps_rows)
-    write_json(artefacts.render_headline, render_headline(eps_rows, ideal_report))
+    write_json(artefacts.render_headline, render_headline(eps_rows, summary, other_backbone=transfer_name))
     attacked = sum(row["n_images"] for row in rows.values() if isinstance(row, dict) and "n_images" in row)
     print(f"render@{ds}: {sum(len(v[1]) for v in ideal.values())} ideal images, {len(sheets)} attack pairs "
           f"({attacked} test images, at most render.n_images={cfg.n_images} per pair) on {device.type} in "

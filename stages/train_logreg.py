@@ -1,11 +1,13 @@
 """train_logreg@<ds>: the linear probe (Kornblith et al. 2019 protocol) on the cached embeddings.
 
-Reads logreg.c_min, logreg.c_max, logreg.c_steps, logreg.max_iter, logreg.cv_folds, logreg.seed.
-C is chosen by stratified k-fold cross-validation over train+val on log-loss with the one-SE rule
-(the smallest C whose mean fold log-loss is within one standard error of the lowest), then the
-model is refit on train+val. Writes data/models/<ds>/logreg.npz (no pickle) and
-metrics/<ds>/logreg_search.json: the rule, the chosen C, whether it sits at an edge of the grid,
-and one row per C (log10_C, mean and sd over folds of log-loss and accuracy; a DVC plot).
+Reads logreg.c_min, logreg.c_max, logreg.c_steps, logreg.max_iter, logreg.tol, logreg.cv_folds,
+logreg.seed. C is chosen by stratified k-fold cross-validation over train+val on log-loss with the
+one-SE rule (the smallest C whose mean fold log-loss is within one standard error of the lowest),
+among the C whose fits converged in every fold, then the model is refit on train+val. Writes
+data/models/<ds>/logreg.npz (no pickle) and metrics/<ds>/logreg_search.json: the rule, the chosen C,
+whether it sits at an edge of the converged grid, the refit's iterations and convergence, and one
+row per C (log10_C, mean and sd over folds of log-loss and accuracy, the most L-BFGS iterations of
+its folds and whether every fold converged; a DVC plot).
 """
 
 from __future__ import annotations
@@ -32,29 +34,41 @@ def main(ds: str) -> None:
     X_dev, y_dev = np.concatenate([X.pop("train"), X.pop("val")]), np.concatenate([y["train"], y["val"]])
 
     cs = c_grid(cfg.c_min, cfg.c_max, cfg.c_steps)
-    head = LogRegHead(cs=tuple(cs), max_iter=cfg.max_iter, cv_folds=cfg.cv_folds, random_state=cfg.seed)
+    head = LogRegHead(cs=tuple(cs), max_iter=cfg.max_iter, tol=cfg.tol, cv_folds=cfg.cv_folds, random_state=cfg.seed)
     head.fit(X_dev, y_dev)
     warn_missing_classes(f"train_logreg@{ds}", classes, head.classes_)
     head.save(artefacts.model("logreg"))
 
-    search = {"rule": SELECTION_RULE, "C": round(head.C_, 8), "C_at_grid_edge": head.C_at_grid_edge_ or "no"}
+    search = {"rule": SELECTION_RULE, "C": round(head.C_, 8), "C_at_grid_edge": head.C_at_grid_edge_ or "no",
+              "tol": cfg.tol, "max_iter": cfg.max_iter, "refit_n_iter": head.n_iter_,
+              "refit_converged": head.converged_}
+    unconverged = []
     if len(cs) > 1:
         loss, acc = head.cv_log_loss_, head.cv_accuracy_
+        unconverged = [float(f"{c:.6g}") for c, ok in zip(cs, head.C_converged_) if not ok]
         search["folds"] = int(loss.shape[0])
-        search["C_lowest_mean_log_loss"] = float(f"{cs[int(np.argmin(loss.mean(axis=0)))]:.6g}")
+        search["n_C_not_converged"] = len(unconverged)
+        usable = np.flatnonzero(head.C_converged_)
+        search["C_lowest_mean_log_loss"] = float(f"{cs[usable[int(np.argmin(loss.mean(axis=0)[usable]))]]:.6g}")
         search["one_se"] = round(head.cv_log_loss_se_, 6)
         # One row per C: the search plot (mean with sd over folds as error bars), not metrics.
         search["path"] = [{"log10_C": round(float(np.log10(c)), 4), "C": float(f"{c:.6g}"),
                            "cv_log_loss_mean": round(float(loss[:, i].mean()), 6),
                            "cv_log_loss_sd": round(float(loss[:, i].std(ddof=1)), 6),
                            "cv_accuracy_mean": round(float(acc[:, i].mean()), 6),
-                           "cv_accuracy_sd": round(float(acc[:, i].std(ddof=1)), 6), "chosen": bool(c == head.C_)}
+                           "cv_accuracy_sd": round(float(acc[:, i].std(ddof=1)), 6),
+                           "n_iter": int(head.cv_n_iter_[:, i].max()), "converged": bool(head.C_converged_[i]),
+                           "chosen": bool(c == head.C_)}
                           for i, c in enumerate(cs)]
     write_json(artefacts.logreg_search, search)
-    edge = (f"; at the {head.C_at_grid_edge_} edge of the grid [{cs.min():.3g}, {cs.max():.3g}]: widen it"
-            if head.C_at_grid_edge_ else "")
-    print(f"train_logreg@{ds}: C={head.C_:.3g} by {SELECTION_RULE} ({search.get('folds', 0)} folds){edge}; "
-          f"refit on {len(y_dev)} images x {X_dev.shape[1]} dims", file=sys.stderr)
+    edge = (f"; at the {head.C_at_grid_edge_} edge of the converged grid: widen it" if head.C_at_grid_edge_ else "")
+    skipped = (f"; {len(unconverged)} C not converged within max_iter={cfg.max_iter} at tol={cfg.tol:g}, never chosen "
+               f"({', '.join(f'{c:g}' for c in unconverged)})" if unconverged else "")
+    print(f"train_logreg@{ds}: C={head.C_:.3g} by {SELECTION_RULE} ({search.get('folds', 0)} folds){edge}{skipped}; "
+          f"refit on {len(y_dev)} images x {X_dev.shape[1]} dims in {head.n_iter_} iterations", file=sys.stderr)
+    if not head.converged_:
+        print(f"train_logreg@{ds}: warning: the refit at C={head.C_:.3g} did not converge within max_iter="
+              f"{cfg.max_iter} (largest gradient component {head.gradient_max_:.2g} > tol {cfg.tol:g})", file=sys.stderr)
 
 
 if __name__ == "__main__":

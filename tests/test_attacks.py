@@ -143,6 +143,30 @@ def test_transfer_success_counts_only_images_the_transfer_model_gets_right_when_
     assert pooled["transfer_n_clean_correct"] == 4 and pooled["transfer_success_of_clean_correct"] == 0.5
 
 
+def test_transfer_is_also_counted_over_the_images_whose_white_box_attack_succeeded():
+    # White-box model: "target" (1) above a mean of 0.5; transfer model: above 0.7. Clean images are
+    # dark (source 0) but the last; the attack brightens images 0 (to 0.9) and 1 (to 0.6).
+    images = torch.tensor([0.2, 0.2, 0.2, 0.8]).view(4, 1, 1, 1).expand(4, 3, 4, 4).contiguous()
+    adversarial = torch.tensor([0.9, 0.6, 0.2, 0.8]).view(4, 1, 1, 1).expand(4, 3, 4, 4).contiguous()
+    goal, source = torch.ones(4, dtype=torch.long), torch.zeros(4, dtype=torch.long)
+    result = assess(MeanThreshold(0.5), images, adversarial, goal, transfer=MeanThreshold(0.7),
+                    transfer_targets=goal, transfer_sources=source)
+    assert result.success.tolist() == [True, True, False, True]  # white-box
+    assert result.transfer_clean_correct.tolist() == [True, True, True, False]
+    assert result.transfer_success.tolist() == [True, False, False, True]
+    # By hand: right when clean, images 0-2, transferred 0: 1/3. Of those, white-box fooled 0-1: 1/2.
+    summary = result.summary()
+    assert summary["transfer_n_clean_correct"] == 3
+    assert summary["transfer_success_of_clean_correct"] == pytest.approx(1 / 3, abs=1e-6)
+    assert summary["transfer_n_whitebox_success"] == 2 and summary["transfer_success_of_whitebox_success"] == 0.5
+    pooled = pooled_summary([result, result])
+    assert pooled["transfer_n_whitebox_success"] == 4 and pooled["transfer_success_of_whitebox_success"] == 0.5
+    # No image fooled the white-box model: no rate, not zero.
+    none = assess(MeanThreshold(0.95), images, adversarial, goal, transfer=MeanThreshold(0.7), transfer_targets=goal,
+                  transfer_sources=source).summary()
+    assert none["transfer_n_whitebox_success"] == 0 and none["transfer_success_of_whitebox_success"] is None
+
+
 def test_png_via_predict_runs_the_saved_file_through_petprobe_predict(cat_dog_embeddings, cat_dog_images):
     import numpy as np
 

@@ -1,12 +1,14 @@
-"""Metric values on a small case worked out by hand."""
+"""Metric values on small cases worked out by hand; the balanced-accuracy interval against scipy and by simulated coverage."""
 
 import math
 
 import numpy as np
 import pytest
+from scipy import stats
 
-from petprobe.reporting.metrics import (balanced_accuracy, headline, confusion, expected_calibration_error, log_loss, per_class_report,
-                            summary, top_k_accuracy)
+from petprobe.reporting.metrics import (balanced_accuracy, balanced_accuracy_interval, confusion,
+                                        expected_calibration_error, headline, log_loss, per_class_report, summary,
+                                        top_k_accuracy, wilson_interval)
 
 CLASSES = ["a", "b", "c"]
 # Row by row: predicted class, and the true class's rank among the three.
@@ -76,3 +78,54 @@ def test_headline_keeps_the_table_columns_and_their_intervals():
                "log_loss": 0.3, "ece": 0.05, "C": 0.1}
     assert headline(numbers, 40) == {"n_test": 40, "top1": 0.9, "top1_ci95": [0.8, 0.95], "balanced_accuracy": 0.88,
                                      "log_loss": 0.3, "ece": 0.05}
+
+
+# --- the balanced-accuracy interval: a reference on tiny cases and its coverage by simulation ---
+
+
+def test_balanced_accuracy_interval_is_the_wilson_interval_at_the_effective_sample_size():
+    # Classes of 10 and 5 images, 8 and 5 right: balanced accuracy (0.8 + 1) / 2 = 0.9, Kish's
+    # n_eff = 2^2 / (1/10 + 1/5) = 13.333; Wilson at p = 0.9, n = 13.333, z = 1.959964:
+    # centre (0.9 + z^2 / 2n) / (1 + z^2 / n) = 0.810533, half-width
+    # z / (1 + z^2 / n) * sqrt(0.9 * 0.1 / n + z^2 / 4n^2) = 0.167734.
+    lo, hi = balanced_accuracy_interval([8, 5], [10, 5])
+    assert lo == pytest.approx(0.642799, abs=1e-6) and hi == pytest.approx(0.978266, abs=1e-6)
+    # Equal class sizes: n_eff is the number of images, balanced accuracy is top-1, and the
+    # interval is scipy's Wilson interval of top-1 (binomtest's proportion_ci).
+    for correct, support in (([18, 20, 17], [20, 20, 20]), ([200, 199], [200, 200]), ([9, 10], [10, 10])):
+        ci = stats.binomtest(sum(correct), sum(support)).proportion_ci(method="wilson")
+        lo, hi = balanced_accuracy_interval(correct, support)
+        assert (lo, hi) == pytest.approx((ci.low, ci.high), abs=1e-12)
+        assert (lo, hi) == pytest.approx(wilson_interval(sum(correct), sum(support)), abs=1e-12)
+    lo, hi = balanced_accuracy_interval([5, 5], [5, 5])
+    assert hi == 1.0 and lo == pytest.approx(10 / (10 + stats.norm.ppf(0.975) ** 2))
+    with pytest.raises(ValueError):
+        balanced_accuracy_interval([3], [2])
+
+
+def test_summary_reports_the_balanced_accuracy_interval_of_the_per_class_counts():
+    # Recalls a 1/2, b 0/1, c 1/2 (see PROBA): counts correct (1, 0, 1) of support (2, 1, 2).
+    s = summary(PROBA, Y, CLASSES)
+    assert s["balanced_accuracy_ci95"] == [round(v, 6) for v in balanced_accuracy_interval([1, 0, 1], [2, 1, 2])]
+
+
+def _coverage(support, accuracy, *, n_sets=20000, seed=0):
+    """Share of ``n_sets`` simulated test sets whose 95% interval holds the true balanced accuracy."""
+    support, accuracy = np.asarray(support), np.asarray(accuracy)
+    correct = np.random.default_rng(seed).binomial(support, accuracy, size=(n_sets, len(support)))
+    lo, hi = balanced_accuracy_interval(correct, np.broadcast_to(support, correct.shape))
+    truth = accuracy.mean()
+    return float(((lo <= truth) & (truth <= hi)).mean())
+
+
+@pytest.mark.parametrize("support, accuracy", [
+    ([200, 200], [0.995, 0.9975]),                              # catsdogs' sample: 400 test images, 1-2 errors
+    ([200, 200], [0.995, 0.995]),
+    ([10, 10, 10, 9, 9, 9], [0.93] * 6),                       # pets' sample: 57 images over 6 breeds
+    ([10, 10, 10, 9, 9, 9], [1.0, 0.9, 0.95, 0.85, 0.95, 0.93]),
+    ([12, 10, 10, 9, 8, 8], [1.0, 1.0, 0.9, 0.8, 0.9, 0.98]),   # unequal classes and accuracies
+    ([99] * 37, [0.9] * 37),                                    # the official pets test split's shape
+])
+def test_balanced_accuracy_interval_covers_95_percent(support, accuracy):
+    # 20,000 simulated test sets: the coverage estimate's own standard error is 0.15 points.
+    assert 0.925 <= _coverage(support, accuracy) <= 0.975

@@ -51,7 +51,7 @@ def test_repo_params_are_valid():
     ("edit", "message"),
     [
         (lambda p: p["logreg"].update(typo=1),
-         "unknown key 'logreg.typo' (valid: logreg.c_max, logreg.c_min, logreg.c_steps, logreg.cv_folds, logreg.max_iter, logreg.seed)"),
+         "unknown key 'logreg.typo' (valid: logreg.c_max, logreg.c_min, logreg.c_steps, logreg.cv_folds, logreg.max_iter, logreg.seed, logreg.tol)"),
         (lambda p: p.update(bakcbone="mobilenet_v2"), "unknown key 'bakcbone'"),
         (lambda p: p.update(backbone="nope"), "'backbone' is 'nope', not a known backbone (valid: convnext_tiny, efficientnet_b0, efficientnet_lite0"),
         (lambda p: p.update(datasets=["pets", "flowers"]), "'datasets[1]' is 'flowers', not a known dataset (valid: catsdogs, pets"),

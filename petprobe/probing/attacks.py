@@ -11,7 +11,9 @@ straight into the model (``png_model_input_*``: quantisation only); success when
 through exactly what `petprobe predict` does to a file (``png_via_predict_*``: resize, centre crop,
 its precision); and transfer to a second model, counted only over the images that model gets right
 when clean (``transfer_success_of_clean_correct`` over ``transfer_n_clean_correct`` images), so its
-own clean mistakes never count as transferred.
+own clean mistakes never count as transferred, and also only over those of them whose white-box
+attack succeeded (``transfer_success_of_whitebox_success`` over ``transfer_n_whitebox_success``):
+an attack that did not fool the model it was made for has nothing to transfer.
 """
 
 from __future__ import annotations
@@ -211,11 +213,17 @@ class Assessment:
 
 
 def _transfer_summary(assessments: list["Assessment"]) -> dict:
-    """Transfer success over the images the transfer model classifies right when clean, and their count."""
+    """Transfer success over the images the transfer model classifies right when clean, and over
+    those of them the white-box attack turned into the target; with their counts."""
     hit = torch.cat([a.transfer_success for a in assessments])
     kept = torch.cat([a.transfer_clean_correct for a in assessments])
-    rate = round(float(hit[kept].float().mean()), 6) if kept.any() else None
-    return {"transfer_success_of_clean_correct": rate, "transfer_n_clean_correct": int(kept.sum())}
+    fooled = kept & torch.cat([a.success for a in assessments])
+
+    def rate(mask):
+        return round(float(hit[mask].float().mean()), 6) if mask.any() else None
+
+    return {"transfer_success_of_clean_correct": rate(kept), "transfer_n_clean_correct": int(kept.sum()),
+            "transfer_success_of_whitebox_success": rate(fooled), "transfer_n_whitebox_success": int(fooled.sum())}
 
 
 @torch.no_grad()

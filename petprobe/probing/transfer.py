@@ -35,7 +35,7 @@ def pick_transfer_backbone(requested: str, main: str) -> str | None:
 
 
 def fit_logreg_head(backbone: Backbone, net: nn.Module, splits: dict[str, tuple[list[str], np.ndarray]], *,
-                    cs, max_iter: int, cv_folds: int = 5, seed: int = 0, batch_size: int,
+                    cs, max_iter: int, tol: float, cv_folds: int = 5, seed: int = 0, batch_size: int,
                     device: torch.device) -> tuple[nn.Module, list[str]]:
     """Embed ``splits`` ({'train'|'val': (paths, labels)}) with ``net`` and fit a ``LogRegHead`` on them."""
     X = {split: np.concatenate(list(embed_images(net, backbone.preprocessing, list(paths), batch_size=batch_size,
@@ -43,12 +43,13 @@ def fit_logreg_head(backbone: Backbone, net: nn.Module, splits: dict[str, tuple[
                                                  desc=f"transfer check: embed {split} with {backbone.name}")))
          for split, (paths, _) in splits.items()}
     y = {split: labels for split, (_, labels) in splits.items()}
-    head = LogRegHead(cs=tuple(cs), max_iter=max_iter, cv_folds=cv_folds, random_state=seed).fit(X["train"], y["train"], X.get("val"), y.get("val"))
+    head = LogRegHead(cs=tuple(cs), max_iter=max_iter, tol=tol, cv_folds=cv_folds,
+                      random_state=seed).fit(X["train"], y["train"], X.get("val"), y.get("val"))
     return head.to_module(), [str(c) for c in head.classes_]
 
 
-def transfer_classifier(name: str, manifest, *, per_class: int, cs, max_iter: int, cv_folds: int = 5, seed: int = 0,
-                        batch_size: int, device: torch.device) -> tuple[PixelClassifier, list[str]]:
+def transfer_classifier(name: str, manifest, *, per_class: int, cs, max_iter: int, tol: float, cv_folds: int = 5,
+                        seed: int = 0, batch_size: int, device: torch.device) -> tuple[PixelClassifier, list[str]]:
     """A second pixel classifier: backbone ``name`` + a logistic regression trained here on at most
     ``per_class`` train and val images per class (C by k-fold CV over both), in manifest order."""
     backbone = get_backbone(name)
@@ -57,6 +58,6 @@ def transfer_classifier(name: str, manifest, *, per_class: int, cs, max_iter: in
     for split in ("train", "val"):
         rows = manifest[manifest.split == split].groupby("label", sort=False).head(per_class)
         splits[split] = (rows.path.tolist(), rows.label.to_numpy())
-    head, classes = fit_logreg_head(backbone, net, splits, cs=cs, max_iter=max_iter, cv_folds=cv_folds, seed=seed,
-                                    batch_size=batch_size, device=device)
+    head, classes = fit_logreg_head(backbone, net, splits, cs=cs, max_iter=max_iter, tol=tol, cv_folds=cv_folds,
+                                    seed=seed, batch_size=batch_size, device=device)
     return pixel_classifier(backbone, head, net=net).to(device), classes

@@ -7,8 +7,10 @@ Four parts, each replaceable:
   free value per pixel; ``fourier_image`` holds a spectrum scaled by 1/frequency and decorrelated
   colours, which favours natural-looking, low-frequency images;
 - **transforms** are factories returning ``inner(image, generator)`` closures (``pad``,
-  ``jitter``, ``random_scale``, ``random_rotate``); their randomness comes from the generator
-  ``render`` seeds, so a seed reproduces an image exactly;
+  ``jitter``, ``random_scale``, ``random_rotate``, composed by ``standard_transforms``, the
+  optimisation's; ``random_resized_crop``, ``random_flip``, ``color_jitter``, composed by
+  ``heldout_transforms``, a family the images are judged under but never optimised for); their
+  randomness comes from the generator ``render`` seeds, so a seed reproduces an image exactly;
 - **objectives** map ``(logits, image)`` to one score per image and combine with ``+ - *``:
   ``class_log_prob(targets) - 0.05 * total_variation()``;
 - ``render(model, objective, param_f, transforms, steps=, lr=, seed=)`` runs Adam and returns
@@ -27,8 +29,9 @@ import torch.nn.functional as F
 from petprobe.progress import progress
 
 __all__ = ["pixel_image", "fourier_image", "color_sqrt", "pad", "jitter", "random_scale", "random_rotate",
-           "compose", "standard_transforms", "Objective", "class_logit", "class_log_prob", "total_variation",
-           "l2", "render", "ideal_images", "ideal_images_of", "p_target_under_transforms"]
+           "compose", "standard_transforms", "crop_resize", "adjust_color", "random_resized_crop", "random_flip",
+           "color_jitter", "heldout_transforms", "Objective", "class_logit", "class_log_prob", "total_variation",
+           "l2", "render", "ideal_images", "ideal_images_of", "ideal_summary", "p_target_under_transforms"]
 
 Shape = tuple[int, int, int, int]
 
@@ -141,6 +144,72 @@ def standard_transforms() -> list[Transform]:
     """Small random shifts, scalings and rotations each step: the image must work under all of them."""
     return [pad(12), jitter(8), random_scale([1 + (i - 5) / 50 for i in range(11)]),
             random_rotate(list(range(-10, 11)) + 5 * [0]), jitter(4)]
+
+
+# The held-out family: what the images are judged under, never optimised under. Zooms of 1.2-1.6x
+# on random crops (the optimisation's scales are 0.9-1.1, with grey padding), mirror images and
+# colour changes (the optimisation has none).
+
+
+def crop_resize(image: torch.Tensor, top: int, left: int, height: int, width: int) -> torch.Tensor:
+    """The ``height`` x ``width`` region at (``top``, ``left``), resized (bilinear) to the image's size."""
+    h, w = image.shape[-2:]
+    return F.interpolate(image[..., top:top + height, left:left + width], size=(h, w), mode="bilinear",
+                         align_corners=False)
+
+
+def _gray(image: torch.Tensor) -> torch.Tensor:
+    r, g, b = image.unbind(-3)
+    return (0.2989 * r + 0.587 * g + 0.114 * b).unsqueeze(-3)  # ITU-R 601-2 luma, as PIL's "L" mode
+
+
+def adjust_color(image: torch.Tensor, brightness: float = 1.0, contrast: float = 1.0,
+                 saturation: float = 1.0) -> torch.Tensor:
+    """Brightness (scale), then contrast (blend with the mean grey level of each image), then
+    saturation (blend with each pixel's grey), each clipped to [0, 1]; factor 1 leaves the image."""
+    image = (image * brightness).clamp(0, 1)
+    mean = _gray(image).mean(dim=(-3, -2, -1), keepdim=True)
+    image = (contrast * image + (1 - contrast) * mean).clamp(0, 1)
+    return (saturation * image + (1 - saturation) * _gray(image)).clamp(0, 1)
+
+
+def _uniform(low: float, high: float, generator: torch.Generator) -> float:
+    return low + (high - low) * float(torch.rand((), generator=generator))
+
+
+def random_resized_crop(area: tuple[float, float] = (0.4, 0.7),
+                        ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> Transform:
+    """A random region of ``area`` (a share of the image, uniform) and aspect ``ratio`` (log-uniform),
+    resized back to the full size: zooms of 1/sqrt(area)."""
+    def inner(image, generator):
+        h, w = image.shape[-2:]
+        size = _uniform(*area, generator) * h * w
+        aspect = math.exp(_uniform(math.log(ratio[0]), math.log(ratio[1]), generator))
+        height = max(1, min(h, round(math.sqrt(size / aspect))))
+        width = max(1, min(w, round(math.sqrt(size * aspect))))
+        top, left = (int(torch.randint(n + 1, (), generator=generator)) for n in (h - height, w - width))
+        return crop_resize(image, top, left, height, width)
+    return inner
+
+
+def random_flip() -> Transform:
+    """Mirror left-right with probability 1/2."""
+    def inner(image, generator):
+        return image.flip(-1) if float(torch.rand((), generator=generator)) < 0.5 else image
+    return inner
+
+
+def color_jitter(brightness: float = 0.3, contrast: float = 0.3, saturation: float = 0.3) -> Transform:
+    """``adjust_color`` with each factor uniform in [1 - x, 1 + x]."""
+    def inner(image, generator):
+        factors = [_uniform(1 - x, 1 + x, generator) for x in (brightness, contrast, saturation)]
+        return adjust_color(image, *factors)
+    return inner
+
+
+def heldout_transforms() -> list[Transform]:
+    """The judging family: random crops zoomed 1.2-1.6x, mirroring, brightness/contrast/saturation x0.7-1.3."""
+    return [random_resized_crop((0.4, 0.7)), random_flip(), color_jitter(0.3, 0.3, 0.3)]
 
 
 # --- objectives ---------------------------------------------------------------------------------
@@ -282,10 +351,17 @@ def ideal_images_of(models: dict[str, tuple[nn.Module, list[str], list[int]]], *
     """``ideal_images`` for several models (``{prefix: (model, class names, class indices)}``).
 
     Returns ``({prefix + method: (images, names, p(target))}, {prefix + method: {name: {...}}})``: the
-    images for the sheet and, for the report, per image: ``p_target_optimised`` (the model and the
-    exact image it was optimised for: high by construction), ``p_target_fresh_transforms`` (mean over
-    ``draws`` random shifts/scalings/rotations it never saw) and ``p_target_<judge>`` for each other
-    model in ``judges[prefix]`` (``{name: (model, index of each class or None when it lacks it)}``),
+    images for the sheet and, for the report, per image p(target):
+
+    - ``p_target_optimised``: the model and the exact image it was optimised for (high by construction);
+    - ``p_target_optimisation_transforms``: that model, mean over ``draws`` new draws of the
+      optimisation's own transform family (``standard_transforms``, another seed);
+    - ``p_target_heldout_transforms``: that model, mean over ``draws`` draws of ``heldout_transforms``,
+      a family the image was never optimised under;
+    - ``p_target_<judge>`` and ``p_target_<judge>_heldout_transforms``: each other model of
+      ``judges[prefix]`` (``{name: (model, index of each class or None when it lacks it)}``) on the
+      image as it is and under the same held-out draws (None for a class the judge lacks),
+
     so a reader sees whether the image carries the class or only fools the one model.
     """
     from petprobe.heads.training import predict_proba
@@ -296,13 +372,36 @@ def ideal_images_of(models: dict[str, tuple[nn.Module, list[str], list[int]]], *
                                            tv_weight=tv_weight, l2_weight=l2_weight, color=color, device=device,
                                            desc=f"ideal images{', ImageNet classes,' if prefix else ''}").items():
             p = predict_proba(model, images, batch_size=16)[torch.arange(len(index)), index]
-            fresh = p_target_under_transforms(model, images, index, standard_transforms(), draws=draws, seed=seed + 1)
+            own = p_target_under_transforms(model, images, index, standard_transforms(), draws=draws, seed=seed + 1)
+            heldout = p_target_under_transforms(model, images, index, heldout_transforms(), draws=draws,
+                                                seed=seed + 2)
             ideal[prefix + method] = (images, names, p)
-            rows = {n: {"p_target_optimised": round(float(v), 6), "p_target_fresh_transforms": round(float(f), 6)}
-                    for n, v, f in zip(names, p, fresh)}
+            rows = {n: {"p_target_optimised": round(float(v), 6), "p_target_optimisation_transforms": round(float(f), 6),
+                        "p_target_heldout_transforms": round(float(h), 6)}
+                    for n, v, f, h in zip(names, p, own, heldout)}
             for judge, (other, other_index) in (judges or {}).get(prefix, {}).items():
+                known = [i for i, j in enumerate(other_index) if j is not None]
                 q = predict_proba(other, images, batch_size=16)
+                # The same held-out draws (same seed) as the optimised model's.
+                q_heldout = p_target_under_transforms(other, images[known], [other_index[i] for i in known],
+                                                      heldout_transforms(), draws=draws, seed=seed + 2) \
+                    if known else []
+                heldout_of = dict(zip(known, q_heldout))
                 for i, (n, j) in enumerate(zip(names, other_index)):
                     rows[n][f"p_target_{judge}"] = None if j is None else round(float(q[i, j]), 6)
+                    rows[n][f"p_target_{judge}_heldout_transforms"] = None if j is None else \
+                        round(float(heldout_of[i]), 6)
             report[prefix + method] = rows
     return ideal, report
+
+
+def ideal_summary(report: dict, keys, kinds=("pixel", "fourier")) -> dict:
+    """Mean, min and max of each ``keys`` measure over the ``kinds`` images of ``ideal_images_of``'s
+    report (images whose value is None left out), and their number: ``{key: {mean, min, max, n_images}}``."""
+    out = {}
+    for key in keys:
+        values = [row[key] for kind in kinds for row in report.get(kind, {}).values() if row.get(key) is not None]
+        if values:
+            out[key] = {"mean": round(sum(values) / len(values), 6), "min": min(values), "max": max(values),
+                        "n_images": len(values)}
+    return out
