@@ -22,6 +22,10 @@ Work is bounded before any pixel is decoded, by the header and the file's struct
   up to its end-of-image marker are read, so junk after the image is never loaded;
 - only the first frame of a multi-frame file is touched (asking PIL for the frame count walks
   every page: 31 s for a 6 MB TIFF of 60,000 pages);
+- a decoder may make at most ``MAX_DECODER_READS`` reads of the file: PIL parses PNG chunks and
+  GIF blocks in Python, one read or more each, so a flood of empty chunks costs seconds per
+  10 MB, whereas real images are read in 64 KB blocks (a few hundred reads; the reference photos
+  at most 54);
 - 16-bit and float images are scaled to 8 bits band by band, without a float64 copy of the whole
   image, so memory follows the output (a 97 KB 16-bit PNG of 7071x7071 px took 1.4 GB before).
 These are structural bounds, not time limits: the verdict on a file is the same on every machine
@@ -35,6 +39,7 @@ into the reason of a rejected file and is dropped for a usable one, never onto t
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import stat
 import sys
@@ -51,6 +56,7 @@ from petprobe.data.jpeg import JPEG_MAGIC, JpegLayout, jpeg_layout
 from petprobe.errors import PetprobeError, one_line, shorten
 
 __all__ = ["MAX_PIXELS", "MAX_SIDE", "MAX_ASPECT", "MAX_FILE_BYTES", "MAX_JPEG_SCANS", "MAX_JPEG_SCAN_BLOCKS",
+           "MAX_DECODER_READS",
            "UnusableImage", "size_problem", "open_image_file", "inspect_image", "load_rgb", "load_rgb_tensor",
            "load_images"]
 
@@ -69,6 +75,11 @@ MAX_JPEG_SCANS = 256
 # 2 s of decoding here (130-180 ns per block of an empty refinement scan). The reference photos
 # need at most 8.2 passes over their own pixels (progressive 4:2:0); a baseline photo needs 1.5.
 MAX_JPEG_SCAN_BLOCKS = 16 * MAX_PIXELS // 64
+# Reads a decoder may make of one file. PIL reads real images in 64 KB blocks: a 22 MB PNG of
+# noise in 1,056 reads; libpng's 8 KB IDAT chunks would give a 400 MB PNG (16-bit RGBA at
+# MAX_PIXELS) about 100,000. A PNG of 100,000 empty IDAT chunks (1.2 MB) takes 200,000 reads and
+# 1.5-3.6 s here, so this bounds such a flood to about that, whatever the file size.
+MAX_DECODER_READS = 2**17
 # JPEGs above this size are decoded by PIL from the file instead of torchvision from memory, so a
 # reader never holds a large file in memory (photos are far smaller: the fast path is for them).
 _FAST_JPEG_BYTES = 64 * 2**20
@@ -138,10 +149,38 @@ def open_image_file(path: str | Path) -> BinaryIO:
         if info.st_size > MAX_FILE_BYTES:
             raise UnusableImage(f"file too large ({info.st_size:,} bytes; the limit is {MAX_FILE_BYTES:,})")
         os.set_blocking(fd, True)
-        return os.fdopen(fd, "rb")
+        return _ReadBudget(io.FileIO(fd, "rb"))
     except BaseException:
         os.close(fd)
         raise
+
+
+class _ReadBudget(io.BufferedReader):
+    """A buffered file that refuses more than MAX_DECODER_READS reads (a chunk-flood bomb)."""
+
+    _reads = 0
+
+    def _spend(self) -> None:
+        self._reads += 1
+        if self._reads > MAX_DECODER_READS:
+            raise UnusableImage(f"over {MAX_DECODER_READS:,} reads to decode: a decode-time bomb (a flood of "
+                                "empty chunks or blocks)")
+
+    def read(self, size=-1, /):
+        self._spend()
+        return super().read(size)
+
+    def read1(self, size=-1, /):
+        self._spend()
+        return super().read1(size)
+
+    def readinto(self, buffer, /):
+        self._spend()
+        return super().readinto(buffer)
+
+    def readline(self, size=-1, /):
+        self._spend()
+        return super().readline(size)
 
 
 @contextlib.contextmanager
