@@ -11,7 +11,8 @@ import struct
 import zlib
 from pathlib import Path
 
-__all__ = ["scan_bomb_jpeg", "progressive_jpeg", "jpeg_scans", "png16", "many_page_tiff", "with_trailing_junk"]
+__all__ = ["scan_bomb_jpeg", "progressive_jpeg", "jpeg_scans", "png16", "png_chunk_flood", "many_page_tiff",
+           "with_trailing_junk"]
 
 
 def progressive_jpeg(side: int = 4096, *, mode: str = "L", quality: int = 75) -> bytes:
@@ -54,17 +55,27 @@ def scan_bomb_jpeg(side: int = 4096, repeats: int = 20_000) -> bytes:
     return data[:end] + data[start:end] * repeats + data[end:]
 
 
+def _chunk(kind: bytes, payload: bytes) -> bytes:
+    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+
 def png16(side: int = 7071) -> bytes:
     """A flat 16-bit grey PNG of ``side`` x ``side`` px (7071 px: 50.0 MP, just under the pixel limit;
-    about 97 KB), compressed row by row so making it costs no memory."""
-    def chunk(kind: bytes, payload: bytes) -> bytes:
-        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
-
+    about 110 KB), compressed row by row so making it costs no memory."""
+    chunk = _chunk
     row = b"\x00" + b"\x80\x00" * side
     z = zlib.compressobj(9)
     idat = b"".join(z.compress(row) for _ in range(side)) + z.flush()
     return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 16, 0, 0, 0, 0))
             + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+
+
+def png_chunk_flood(chunks: int = 100_000, side: int = 64) -> bytes:
+    """A small grey PNG whose pixels follow ``chunks`` empty IDAT chunks (12 bytes each): PIL reads
+    each one in Python, two reads a chunk."""
+    pixels = zlib.compress(b"".join(b"\x00" + b"\x80" * side for _ in range(side)))
+    return (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0))
+            + _chunk(b"IDAT", b"") * chunks + _chunk(b"IDAT", pixels) + _chunk(b"IEND", b""))
 
 
 def many_page_tiff(pages: int = 60_000) -> bytes:
