@@ -4,7 +4,7 @@ Not a test (it takes minutes, and the old code's cases take far longer unless st
 
 1. makes the hostile files of the issue (tests/hostile_files.py) and a small trained repository
    (an image folder of 4 cat photos and 4 dog photos, the dog class named ``$\\foo$``; download,
-   prepare, embed, train_logreg, train_head and, where it gets through, evaluate) under --workdir,
+   prepare, embed, train_logreg, train_head, finetune and scratch (both switched off)) under --workdir,
    all with the petprobe code under test (--code: a checkout, e.g. the commit before the fix);
 2. runs every case as ``python -c <code>`` with ``PYTHONPATH=<code>`` under ``/usr/bin/time``
    (exact peak RSS of the process, imports included), watched every 20 ms with psutil: a case is
@@ -125,7 +125,7 @@ def setup_repo(work: Path, code: Path, inputs: dict) -> Path:
         f"datasets: [tiny]\nimagefolders: {{tiny: '{photos}'}}\nembed: {{num_workers: 0, precision: fp32}}\n"
         "logreg: {c_steps: 2}\nhead: {hidden: 16, max_epochs: 3, patience: 1}\nevaluate: {bootstrap_resamples: 100}\n")
     (repo / "dvc.yaml").write_text("stages: {}\n")
-    for stage in ("download", "prepare", "embed", "train_logreg", "train_head"):
+    for stage in ("download", "prepare", "embed", "train_logreg", "train_head", "finetune", "scratch"):
         result = run_case(f"import sys\nfrom petprobe.errors import run_stage\nfrom stages import {stage}\n"
                           f"sys.argv = ['{stage}', 'tiny']\nrun_stage({stage}.main)", repo, code, 900, 8 * 2**30)
         if result["exit"] != 0:

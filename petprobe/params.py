@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import reprlib
 import typing
 from dataclasses import dataclass, field
@@ -209,6 +210,21 @@ def _show(value) -> str:
     return shorten(_SHOW.repr(value), 200)
 
 
+# Quoted strings and comments, whose brackets are text, not nesting.
+_NOT_FLOW = re.compile(r'"(?:[^"\\\n]|\\.)*"|\'(?:[^\'\n]|\'\')*\'|(?:^|(?<=\s))#[^\n]*', re.M)
+
+
+def _flow_depth(text: str) -> int:
+    """The deepest nesting of YAML flow collections (``[`` and ``{``) in ``text``, counted before
+    parsing: PyYAML scans a run of nested ``[`` in quadratic time (20,000 of them: 11 s), before
+    its recursion would stop it."""
+    depth = deepest = 0
+    for bracket in re.findall(r"[\[\]{}]", _NOT_FLOW.sub("", text)):
+        depth += 1 if bracket in "[{" else -1
+        deepest = max(deepest, depth)
+    return deepest
+
+
 def _check_shape(raw) -> None:
     """Refuse a params mapping nested deeper than MAX_DEPTH or holding more than MAX_VALUES values,
     counting a YAML alias every place it is used (iteratively: no recursion to overflow)."""
@@ -362,6 +378,8 @@ def load_params(path: str | Path = "params.yaml", *, dataset: str | None = None)
         raise PetprobeError(f"{path} not found; run from the repository root") from None
     except (OSError, UnicodeDecodeError) as err:
         raise PetprobeError(f"{path} is unreadable ({one_line(err)})") from None
+    if _flow_depth(text) > MAX_DEPTH:
+        raise PetprobeError(f"{path} nests too deeply to be a petprobe params file (at most {MAX_DEPTH} levels)")
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as err:
