@@ -47,6 +47,9 @@ sys.path.insert(0, str(REPO / "tests"))
 from hostile_files import many_page_tiff, png16, scan_bomb_jpeg, with_trailing_junk  # noqa: E402
 
 SAMPLE = REPO.parent / "shared" / "datasets" / "PetImages"
+# 1 KB of YAML: 8 levels of 9 aliases each, 9**8 = 43 million strings once expanded.
+ALIAS_BOMB = "[&a [x, x, x, x, x, x, x, x, x], " + ", ".join(
+    f"&{c} [{', '.join(['*' + p] * 9)}]" for p, c in zip("abcdefg", "bcdefgh")) + "]"
 ODD_CLASS = "$\\foo$"  # a class folder name matplotlib would read as mathtext
 
 
@@ -111,9 +114,11 @@ def run_case(code: str, cwd: Path, pythonpath: Path, timeout: float, cap_bytes: 
             "last": (lines[-1] if lines else (stdout.strip().splitlines() or [""])[-1])[:160]}
 
 
-def setup_repo(work: Path, code: Path, inputs: dict) -> Path:
+def setup_repo(work: Path, code: Path, inputs: dict, reuse: bool = False) -> Path:
     """A trained repository on a small image folder (class folders Cat and $\\foo$), with the code under test."""
     photos, repo = work / "photos", work / "repo"
+    if reuse and (repo / "data/models/tiny/head.pt").is_file():
+        return repo
     shutil.rmtree(repo, ignore_errors=True)
     shutil.rmtree(photos, ignore_errors=True)
     for label, source in (("Cat", "Cat"), (ODD_CLASS, "Dog")):
@@ -227,9 +232,7 @@ def cases(work: Path, repo: Path, inputs: dict) -> list[tuple[str, str, str, Pat
     out.append(("8", "download, a malformed pinned.json entry", stage("download", "catsdogs"), folder))
     # 9. params.yaml shapes
     for name, text in (("datasets nested 20,000 deep", "datasets: " + "[" * 20_000 + "]" * 20_000 + "\n"),
-                       ("an 8-level alias bomb as backbone", "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
-                           f"{c}: &{c} [{', '.join(['*' + p] * 9)}]\n" for p, c in zip("abcdefg", "bcdefgh"))
-                        + "datasets: [pets]\nbackbone: *h\n")):
+                       ("an 8-level alias bomb as backbone", f"datasets: [pets]\nbackbone: {ALIAS_BOMB}\n")):
         folder = work / f"params-{name.split()[0]}"
         folder.mkdir(exist_ok=True)
         (folder / "params.yaml").write_text(text)
@@ -258,12 +261,13 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds before a case is killed (default 120)")
     parser.add_argument("--memory-cap", type=float, default=4.0, help="GiB before a case is killed (default 4)")
     parser.add_argument("--only", default="", help="run only the cases whose name contains this text")
+    parser.add_argument("--reuse", action="store_true", help="keep the trained repository of an earlier run")
     args = parser.parse_args()
     work = (args.workdir / args.label).resolve()
     work.mkdir(parents=True, exist_ok=True)
     code = args.code.resolve()
     inputs = make_inputs(work)
-    repo = setup_repo(work, code, inputs)
+    repo = setup_repo(work, code, inputs, args.reuse)
     results = []
     print(f"{'row':5} {'case':58} {'op s':>7} {'all s':>7} {'MiB':>7} {'exit':>4} {'out':>3} {'err':>3} {'tb':>2}  "
           "last line", flush=True)
