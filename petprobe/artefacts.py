@@ -26,9 +26,10 @@ model files' formats belong to their heads (``petprobe.heads``); this module onl
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 import pandas as pd
@@ -38,7 +39,7 @@ from petprobe.errors import PetprobeError, one_line
 from petprobe.outputs import atomic_dir, write_csv, write_json
 from petprobe.names import check_dataset_name
 
-__all__ = ["Artefacts", "SPLITS", "SOURCE_RECORD", "DOWNLOADS", "DOWNLOAD_PINS"]
+__all__ = ["Artefacts", "SPLITS", "SOURCE_RECORD", "DOWNLOADS", "DOWNLOAD_PINS", "DVC_CACHE", "read_npy_header"]
 
 SPLITS = ("train", "val", "test")
 # download's record of where the raw files came from, written beside them: not a dataset file.
@@ -47,6 +48,8 @@ DOWNLOADS = Path("data/downloads")
 # In the downloads folder: size and sha256 of each archive that has no published checksum, as
 # first downloaded (trust on first use); a later download that differs is refused.
 DOWNLOAD_PINS = "pinned.json"
+# DVC's cache of this repository: with `cache.type: symlink` the raw files are links into it.
+DVC_CACHE = Path(".dvc") / "cache"
 _MODEL_FILES = {"logreg": "logreg.npz", "head": "head.pt"}
 _RERUN_EMBED = "rerun the embed stage (dvc repro)"
 _RERUN_PREPARE = "rerun the prepare stage (dvc repro)"
@@ -63,6 +66,29 @@ def _read_csv(path: Path, columns: tuple[str, ...], rerun: str) -> pd.DataFrame:
     if missing := [c for c in columns if c not in frame.columns]:
         raise PetprobeError(f"{path} has no column {missing[0]!r} (expected {', '.join(columns)}); {rerun}")
     return frame
+
+
+def read_npy_header(fh, size: int) -> tuple[tuple[int, ...], np.dtype]:
+    """(shape, dtype) from the header of the .npy data in ``fh`` (``size`` bytes long), checked to
+    describe exactly the bytes that follow it; raises ValueError otherwise.
+
+    Read before the array: numpy allocates what the header claims, so a tampered header claiming
+    (10**9, 1280) would cost terabytes (a MemoryError traceback) before any check of the contents.
+    """
+    version = np.lib.format.read_magic(fh)
+    if version == (1, 0):
+        shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
+    elif version in ((2, 0), (3, 0)):
+        shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
+    else:
+        raise ValueError(f"unknown .npy format version {version}")
+    if dtype.hasobject:
+        raise ValueError("Object arrays cannot be loaded when allow_pickle=False")  # numpy's own words
+    expected = int(np.prod(shape, dtype=object)) * dtype.itemsize  # exact integers: no overflow
+    if expected != size - fh.tell():
+        raise ValueError(f"its header claims shape {shape} {dtype} ({expected:,} bytes) but "
+                         f"{size - fh.tell():,} bytes follow")
+    return tuple(shape), dtype
 
 
 @dataclass(frozen=True)
@@ -231,6 +257,30 @@ class Artefacts:
 
     # --- raw -----------------------------------------------------------------------------------
 
+    @staticmethod
+    def raw_folder_of(path: str | Path) -> Path | None:
+        """The ``data/raw/<ds>`` folder (relative to the working directory, the repository root) that
+        ``path`` names a file under, or None for a path elsewhere (a file given to ``petprobe predict``).
+
+        Lexical, before links or ``..`` are followed: ``data/raw/pets/../../x`` names a file under
+        ``data/raw/pets``, and the image readers refuse it because it resolves outside that folder.
+        """
+        p = Path(path)
+        if p.is_absolute():
+            try:
+                p = p.relative_to(os.getcwd())
+            except ValueError:
+                return None
+        parts = p.parts
+        if len(parts) >= 4 and parts[:2] == ("data", "raw") and parts[2] not in (".", ".."):
+            return Path(*parts[:3])
+        return None
+
+    @staticmethod
+    def dvc_cache() -> Path:
+        """DVC's cache folder of the repository (the raw files may be links into it)."""
+        return DVC_CACHE
+
     def require_raw(self) -> Path:
         if not self.raw.is_dir():
             raise PetprobeError(f"{self.raw} does not exist; run the download stage first (dvc repro download@{self.ds})")
@@ -283,6 +333,9 @@ class Artefacts:
         if bad := sorted(set(manifest.label) - set(classes)):
             raise PetprobeError(f"{self.manifest_csv} has label {bad[0]!r}, not in {self.classes_json.name}; "
                                 f"{_RERUN_PREPARE}")
+        if (outside := self._path_outside_raw(manifest.path)) is not None:
+            raise PetprobeError(f"{self.manifest_csv} lists {outside!r}, which is not a file under data/raw/{self.ds}/ "
+                                f"(the only folder a manifest may name); {_RERUN_PREPARE}")
         return manifest, classes
 
     def read_phashes(self, manifest: pd.DataFrame) -> np.ndarray:
@@ -294,6 +347,21 @@ class Artefacts:
         if bad := [text for text in manifest.phash if not _PHASH.fullmatch(text)][:1]:
             raise PetprobeError(f"{self.manifest_csv}: phash {bad[0]!r} is not 16 hex digits; {_RERUN_PREPARE}")
         return np.array([int(text, 16) for text in manifest.phash], dtype=np.uint64)
+
+    def _path_outside_raw(self, paths) -> str | None:
+        """The first of ``paths`` that is not a plain relative path under this dataset's raw folder, or None.
+
+        prepare writes every path as ``data/raw/<ds>/...``; a row naming ``/dev/zero``, ``/etc/shadow``
+        or ``data/raw/<ds>/../..`` was not written by it. (Links inside the folder are checked where
+        each file is read: ``data.images.open_image_file``.)
+        """
+        raw = ("data", "raw", self.ds)  # manifest paths are relative to the repository root
+        for path in paths:
+            parts = PurePosixPath(path).parts
+            if (len(parts) <= len(raw) or parts[:len(raw)] != raw or ".." in parts or "\0" in path
+                    or PurePosixPath(path).is_absolute()):
+                return path[:200]
+        return None
 
     def read_rejected(self) -> pd.DataFrame:
         return _read_csv(self.rejected_csv, ("path", "reason"), _RERUN_PREPARE)
@@ -343,9 +411,16 @@ class Artefacts:
         rows = manifest[manifest.split == split]
         if image_list_sha256(rows.path, rows.label) != listed or n != len(rows):
             raise PetprobeError(f"{npy} was computed for another image list than the manifest; {rerun}")
+        try:  # the header first: its shape must be the manifest's before numpy allocates it
+            with open(npy, "rb") as fh:
+                shape, dtype = read_npy_header(fh, os.fstat(fh.fileno()).st_size)
+        except (OSError, ValueError, EOFError) as err:  # EOFError: a file cut inside its header
+            raise PetprobeError(f"{npy} is unreadable or truncated ({one_line(err)}); {rerun}") from None
+        if shape != (len(rows), dim) or dtype != np.float32:
+            raise PetprobeError(f"{npy} has shape {shape} {dtype}, expected ({len(rows)}, {dim}) float32; {rerun}")
         try:
             array = np.load(npy, allow_pickle=False)
-        except (OSError, ValueError, EOFError) as err:  # EOFError: a file cut inside its header
+        except (OSError, ValueError, EOFError) as err:
             raise PetprobeError(f"{npy} is unreadable or truncated ({one_line(err)}); {rerun}") from None
         if not isinstance(array, np.ndarray) or array.shape != (len(rows), dim) or array.dtype != np.float32:
             raise PetprobeError(f"{npy} has shape {getattr(array, 'shape', '?')} {getattr(array, 'dtype', '')}, "

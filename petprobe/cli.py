@@ -12,7 +12,8 @@ import sys
 from pathlib import Path
 
 from petprobe import __version__
-from petprobe.errors import PetprobeError
+from petprobe.errors import PetprobeError, error_line, shorten
+from petprobe.names import printable
 
 __all__ = ["main", "build_parser", "predict_command", "backbones_command"]
 
@@ -29,15 +30,17 @@ def predict_command(args: argparse.Namespace) -> int:
         raise PetprobeError(f"--repo {args.repo}: no dvc.yaml and params.yaml there")
     predictor = Predictor.for_dataset(args.dataset, args.model, root=root)
     results = predictor.predict(image_files(args.paths), top_k=args.top_k)
+    # File and class names are escaped (printable): a name holding a newline cannot forge a line.
     for result in results:
         if result.error is not None:
-            print(f"petprobe: error: {result.path}: {result.error}", file=sys.stderr)
+            print(f"petprobe: error: {printable(result.path)}: {shorten(printable(result.error))}", file=sys.stderr)
     if args.json:
         print(json.dumps([r.as_dict() for r in results], indent=2))
     else:
         for result in results:
             if result.error is None:
-                print(f"{result.path}: " + ", ".join(f"{name} {p:.3f}" for name, p in result.classes))
+                print(f"{printable(result.path)}: " + ", ".join(f"{printable(name)} {p:.3f}"
+                                                                for name, p in result.classes))
     return 1 if any(r.error is not None for r in results) else 0
 
 
@@ -94,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except PetprobeError as err:
-        print(f"petprobe: error: {err}", file=sys.stderr)
+        print(error_line(err), file=sys.stderr)
         return 2
 
 

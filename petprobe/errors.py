@@ -6,16 +6,39 @@ import functools
 import sys
 from pathlib import Path
 
-__all__ = ["PetprobeError", "one_line", "reports_errors", "run_stage"]
+__all__ = ["PetprobeError", "MAX_LINE", "one_line", "shorten", "error_line", "reports_errors", "run_stage"]
+
+# The longest error line shown: room for two paths and a hint, short of a message that quotes a
+# whole hostile value (a params.yaml anchor bomb's repr was 351 MB).
+MAX_LINE = 1000
 
 
 class PetprobeError(Exception):
     """A problem the user can fix (bad params, missing data, broken artefact); shown as one line."""
 
 
-def one_line(err: BaseException) -> str:
-    """A library's error message, folded onto one line (or its type, when it says nothing)."""
-    return " ".join(str(err).split()) or type(err).__name__
+def shorten(text: str, limit: int = MAX_LINE) -> str:
+    """``text`` cut to at most ``limit`` characters, at a word boundary where one is near, with "…" when cut."""
+    if len(text) <= limit:
+        return text
+    cut = text[:limit - 1]
+    space = cut.rfind(" ")
+    if space >= limit // 2:  # a word boundary in the second half; else a very long word is cut
+        cut = cut[:space]
+    return cut.rstrip() + "…"
+
+
+def one_line(err: BaseException, limit: int = MAX_LINE) -> str:
+    """A library's error message, folded onto one line and shortened to ``limit`` characters (or its
+    type, when it says nothing)."""
+    text = str(err)
+    text = text[:4 * limit]  # folding a huge message would copy it several times over
+    return shorten(" ".join(text.split()), limit) or type(err).__name__
+
+
+def error_line(err: BaseException) -> str:
+    """The ``petprobe: error: ...`` line shown for ``err``: one line, at most about ``MAX_LINE`` characters."""
+    return f"petprobe: error: {one_line(err)}"
 
 
 def reports_errors(main):
@@ -31,7 +54,7 @@ def reports_errors(main):
         try:
             return main(*args, **kwargs)
         except PetprobeError as err:
-            print(f"petprobe: error: {err}", file=sys.stderr)
+            print(error_line(err), file=sys.stderr)
             raise SystemExit(2) from None
         except KeyboardInterrupt:
             # Ctrl-C is not a crash: outs are written atomically, so there is nothing to clean up.

@@ -74,9 +74,11 @@ def atomic_dir(path: str | Path):
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(path)
     tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(".tmp-", path), dir=path.parent))
-    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; outs should look like any other folder
     try:
         yield tmp
+        # mkdtemp makes 0700, and a writer may have copied another temporary folder's mode onto it
+        # (shutil.copytree does): set the mode when publishing, so outs look like any other folder.
+        os.chmod(tmp, 0o777 & ~_umask())
         if path.exists():
             # Two renames keep a whole folder under the name at every moment but one.
             old = Path(tempfile.mkdtemp(prefix=_temp_prefix(".old-", path), dir=path.parent))

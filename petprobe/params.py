@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
+import reprlib
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
-from petprobe.errors import PetprobeError, one_line
+from petprobe.errors import PetprobeError, one_line, shorten
 from petprobe.names import check_dataset_name
 
 __all__ = [
@@ -43,7 +45,14 @@ def _spec(default=dataclasses.MISSING, **rules):
 
 
 # Upper bounds (le=...) stop a typo from asking for absurd memory or processes (embed.num_workers:
-# 10000, head.hidden: 10**9); they are far above any useful value.
+# 10000, head.hidden: 10**9); they are far above any useful value. Every integer has both bounds
+# (tests/test_params.py checks it).
+SEED_MAX = 2**32 - 1  # numpy's and torch's seeds must fit in 32 bits
+
+
+def _seed(default: int):
+    return _spec(default, ge=0, le=SEED_MAX)
+
 
 
 @dataclass(frozen=True)
@@ -52,8 +61,8 @@ class DataParams:
     mirror: str = _spec("../shared/datasets")
     val_fraction: float = _spec(0.2, gt=0.0, lt=1.0)
     test_fraction: float = _spec(0.2, gt=0.0, lt=1.0)
-    seed: int = _spec(42, ge=0)
-    max_per_class: int = _spec(0, ge=0)
+    seed: int = _seed(42)
+    max_per_class: int = _spec(0, ge=0, le=10**9)
     # Near-duplicates (petprobe.data.phash, .duplicates): kept in one split where the split is petprobe's own,
     # and audited across splits by the duplicates stage either way.
     group_near_duplicates: bool = _spec(True)
@@ -73,10 +82,10 @@ class LogregParams:
     c_min: float = _spec(1e-6, gt=0.0)
     c_max: float = _spec(1e5, gt=0.0)
     c_steps: int = _spec(45, ge=1, le=1000)
-    max_iter: int = _spec(3000, ge=1)
+    max_iter: int = _spec(3000, ge=1, le=10**6)
     tol: float = _spec(1e-4, gt=0.0, lt=1.0)  # converged: gradient <= tol x the penalty's gradient
     cv_folds: int = _spec(5, ge=2, le=100)
-    seed: int = _spec(0, ge=0)
+    seed: int = _seed(0)
 
 
 @dataclass(frozen=True)
@@ -87,9 +96,9 @@ class HeadParams:
     weight_decay: float = _spec(1e-2, ge=0.0)
     batch_size: int = _spec(64, ge=1, le=65536)
     max_epochs: int = _spec(200, ge=1, le=100_000)
-    patience: int = _spec(20, ge=1)
+    patience: int = _spec(20, ge=1, le=100_000)
     refit: bool = _spec(True)
-    seed: int = _spec(0, ge=0)
+    seed: int = _seed(0)
 
 
 @dataclass(frozen=True)
@@ -98,7 +107,7 @@ class FinetuneParams:
     epochs: int = _spec(3, ge=1, le=10_000)
     lr: float = _spec(1e-4, gt=0.0)
     batch_size: int = _spec(32, ge=1, le=4096)
-    seed: int = _spec(0, ge=0)
+    seed: int = _seed(0)
 
 
 @dataclass(frozen=True)
@@ -108,7 +117,7 @@ class ScratchParams:
     lr: float = _spec(2e-3, gt=0.0)
     batch_size: int = _spec(32, ge=1, le=4096)
     image_size: int = _spec(64, ge=16, le=1024)
-    seed: int = _spec(0, ge=0)
+    seed: int = _seed(0)
 
 
 @dataclass(frozen=True)
@@ -118,54 +127,54 @@ class EvaluateParams:
 
 @dataclass(frozen=True)
 class RenderParams:
-    seed: int = _spec(0, ge=0)
+    seed: int = _seed(0)
     head: str = _spec("head", choices=("head", "logreg"))  # which trained head the images are made for
     # Ideal images: classes not in a dataset are skipped, so one list serves every dataset.
     classes: list[str] = _spec(["Cat", "Dog", "Abyssinian", "Siamese", "american_bulldog", "yorkshire_terrier"])
     imagenet_classes: list[int] = _spec([284, 340])  # only for backbones with an ImageNet classifier
     image_size: int = _spec(224, ge=32, le=1024)
-    steps: int = _spec(64, ge=1)
+    steps: int = _spec(64, ge=1, le=100_000)
     lr: float = _spec(0.05, gt=0.0)
     tv_weight: float = _spec(0.05, ge=0.0)
     l2_weight: float = _spec(0.01, ge=0.0)
     # Targeted attacks, [source, target] by class name; pairs not in a dataset are skipped.
     pairs: list[list[str]] = _spec([["Dog", "Cat"], ["Cat", "Dog"], ["Abyssinian", "Siamese"],
                                     ["american_bulldog", "yorkshire_terrier"], ["Bengal", "havanese"]])
-    n_images: int = _spec(32, ge=1)
+    n_images: int = _spec(32, ge=1, le=100_000)
     eps: list[float] = _spec([1 / 255, 2 / 255, 4 / 255, 8 / 255], min_len=1)
-    pgd_steps: int = _spec(10, ge=1)
+    pgd_steps: int = _spec(10, ge=1, le=100_000)
     pgd_alpha: float = _spec(0.25, gt=0.0)  # PGD step size, as a fraction of eps
     random_start: bool = _spec(True)
     unbounded_alpha: float = _spec(1 / 255, gt=0.0)
-    unbounded_steps: int = _spec(50, ge=1)
+    unbounded_steps: int = _spec(50, ge=1, le=100_000)
     transfer_backbone: str = _spec("auto")  # auto = another registered backbone; none = skip
-    transfer_per_class: int = _spec(50, ge=1)
+    transfer_per_class: int = _spec(50, ge=1, le=100_000)
     batch_size: int = _spec(16, ge=1, le=1024)
     grid_images: int = _spec(4, ge=1, le=64)
 
 
 @dataclass(frozen=True)
 class ExplainParams:
-    seed: int = _spec(0, ge=0)
+    seed: int = _seed(0)
     head: str = _spec("head", choices=("head", "logreg"))  # which trained head is explained
     # Measured images (test split, those with a trimap first): localisation, then the first of them
     # for deletion/insertion and the sanity check.
-    n_images: int = _spec(32, ge=1)
-    faithfulness_images: int = _spec(12, ge=0)
-    sanity_images: int = _spec(4, ge=0)
+    n_images: int = _spec(32, ge=1, le=100_000)
+    faithfulness_images: int = _spec(12, ge=0, le=100_000)
+    sanity_images: int = _spec(4, ge=0, le=100_000)
     # Integrated-gradients path steps (trapezoid rule, nodes denser near the black baseline); each
     # measured image's completeness error is reported.
     ig_steps: int = _spec(64, ge=1, le=4096)
-    curve_steps: int = _spec(8, ge=2)  # points of the deletion/insertion curves, after the clean image
+    curve_steps: int = _spec(8, ge=2, le=10_000)  # points of the deletion/insertion curves, after the clean image
     deletion: str = _spec("road", choices=("road", "blur", "black"))  # what a deleted square becomes
     sanity_threshold: float = _spec(0.5, gt=0.0, le=1.0)  # rank correlation at or above it flags a method
     # Shown images: per class present, plus the most confident mistakes; feature maps of the first few.
-    per_class: int = _spec(1, ge=0)
-    mistakes: int = _spec(4, ge=0)
-    feature_images: int = _spec(2, ge=0)
-    feature_depths: int = _spec(4, ge=1)
-    feature_channels: int = _spec(8, ge=1)
-    batch_size: int = _spec(16, ge=1)
+    per_class: int = _spec(1, ge=0, le=1000)
+    mistakes: int = _spec(4, ge=0, le=1000)
+    feature_images: int = _spec(2, ge=0, le=1000)
+    feature_depths: int = _spec(4, ge=1, le=64)
+    feature_channels: int = _spec(8, ge=1, le=4096)
+    batch_size: int = _spec(16, ge=1, le=4096)
 
 
 @dataclass(frozen=True)
@@ -192,6 +201,52 @@ class Params:
         return name
 
 
+# params.yaml is read whole and walked: these bound what a hostile file can cost (a 20,000-deep
+# nesting overflowed the stack; an 8-level YAML alias bomb of 1 KB expanded to 43 million values
+# and a 351 MB error line). The real file is about 5 KB, 4 levels and 150 values deep.
+MAX_PARAMS_BYTES = 1 << 20
+MAX_DEPTH = 32
+MAX_VALUES = 100_000
+# Values are quoted in error lines through this: a few items of each list, a short prefix of each string.
+_SHOW = reprlib.Repr()
+_SHOW.maxlevel, _SHOW.maxlist, _SHOW.maxdict, _SHOW.maxstring, _SHOW.maxother, _SHOW.maxlong = 3, 6, 6, 80, 80, 40
+
+
+def _show(value) -> str:
+    return shorten(_SHOW.repr(value), 200)
+
+
+# Quoted strings and comments, whose brackets are text, not nesting.
+_NOT_FLOW = re.compile(r'"(?:[^"\\\n]|\\.)*"|\'(?:[^\'\n]|\'\')*\'|(?:^|(?<=\s))#[^\n]*', re.M)
+
+
+def _flow_depth(text: str) -> int:
+    """The deepest nesting of YAML flow collections (``[`` and ``{``) in ``text``, counted before
+    parsing: PyYAML scans a run of nested ``[`` in quadratic time (20,000 of them: 11 s), before
+    its recursion would stop it."""
+    depth = deepest = 0
+    for bracket in re.findall(r"[\[\]{}]", _NOT_FLOW.sub("", text)):
+        depth += 1 if bracket in "[{" else -1
+        deepest = max(deepest, depth)
+    return deepest
+
+
+def _check_shape(raw) -> None:
+    """Refuse a params mapping nested deeper than MAX_DEPTH or holding more than MAX_VALUES values,
+    counting a YAML alias every place it is used (iteratively: no recursion to overflow)."""
+    stack, seen = [(raw, 1)], 0
+    while stack:
+        value, depth = stack.pop()
+        seen += 1
+        if depth > MAX_DEPTH or seen > MAX_VALUES:
+            raise PetprobeError(f"params.yaml nests deeper than {MAX_DEPTH} levels or holds more than {MAX_VALUES:,} "
+                                "values (counting each use of a YAML alias); it is not a petprobe params file")
+        if isinstance(value, dict):
+            stack.extend((v, depth + 1) for v in value.values())
+        elif isinstance(value, list):
+            stack.extend((v, depth + 1) for v in value)
+
+
 def _choices_line(names) -> str:
     return ", ".join(sorted(names))
 
@@ -200,37 +255,37 @@ def _check_type(value, tp, key: str):
     origin = typing.get_origin(tp)
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise PetprobeError(f"params.yaml: '{key}' must be a number, got {value!r}")
+            raise PetprobeError(f"params.yaml: '{key}' must be a number, got {_show(value)}")
         if not math.isfinite(value):  # YAML's .inf / .nan pass every range check
-            raise PetprobeError(f"params.yaml: '{key}' must be a finite number, got {value!r}")
+            raise PetprobeError(f"params.yaml: '{key}' must be a finite number, got {_show(value)}")
         return float(value)
     if tp in (int, str, bool):
         if isinstance(value, bool) != (tp is bool) or not isinstance(value, tp):
-            raise PetprobeError(f"params.yaml: '{key}' must be {tp.__name__}, got {value!r}")
+            raise PetprobeError(f"params.yaml: '{key}' must be {tp.__name__}, got {_show(value)}")
         return value
     if origin is list:
         (item_tp,) = typing.get_args(tp)
         if not isinstance(value, list):
-            raise PetprobeError(f"params.yaml: '{key}' must be a list, got {value!r}")
+            raise PetprobeError(f"params.yaml: '{key}' must be a list, got {_show(value)}")
         return [_check_type(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
     if origin is dict:
         key_tp, item_tp = typing.get_args(tp)
         if value is None:
             return {}
         if not isinstance(value, dict):
-            raise PetprobeError(f"params.yaml: '{key}' must be a mapping, got {value!r}")
+            raise PetprobeError(f"params.yaml: '{key}' must be a mapping, got {_show(value)}")
         return {_check_type(k, key_tp, f"{key} key"): _check_type(v, item_tp, f"{key}.{k}") for k, v in value.items()}
     raise TypeError(f"unsupported schema type {tp!r} for {key}")  # a bug in this module, not user input
 
 
 def _check_rules(value, rules: dict, key: str) -> None:
     if "choices" in rules and value not in rules["choices"]:
-        raise PetprobeError(f"params.yaml: '{key}' is {value!r}; valid: {_choices_line(rules['choices'])}")
+        raise PetprobeError(f"params.yaml: '{key}' is {_show(value)}; valid: {_choices_line(rules['choices'])}")
     bounds = {"ge": (">=", lambda a, b: a >= b), "gt": (">", lambda a, b: a > b),
               "le": ("<=", lambda a, b: a <= b), "lt": ("<", lambda a, b: a < b)}
     for rule, (sign, ok) in bounds.items():
         if rule in rules and not ok(value, rules[rule]):
-            raise PetprobeError(f"params.yaml: '{key}' is {value!r}; it must be {sign} {rules[rule]}")
+            raise PetprobeError(f"params.yaml: '{key}' is {_show(value)}; it must be {sign} {rules[rule]}")
     if "min_len" in rules and len(value) < rules["min_len"]:
         raise PetprobeError(f"params.yaml: '{key}' must hold at least {rules['min_len']} entry")
 
@@ -239,7 +294,7 @@ def _build(cls, raw, prefix: str):
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
-        raise PetprobeError(f"params.yaml: '{prefix or 'top level'}' must be a mapping, got {raw!r}")
+        raise PetprobeError(f"params.yaml: '{prefix or 'top level'}' must be a mapping, got {_show(raw)}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
     unknown = sorted(set(raw) - set(fields), key=str)
@@ -265,6 +320,7 @@ def _build(cls, raw, prefix: str):
 
 def parse_params(raw: dict) -> Params:
     """Validate a params mapping (as read from params.yaml) against the schema."""
+    _check_shape(raw)  # first: walking a hostile shape must cost nothing else
     # Imported here: both registries are needed only to name the valid choices.
     from petprobe.backbones import list_backbones
     from petprobe.data.datasets import BUILTIN_DATASETS
@@ -304,10 +360,10 @@ def _check_render(render: RenderParams, backbones: list[str]) -> None:
             raise PetprobeError(f"params.yaml: 'render.pairs[{i}]' must be [source, target], two different classes")
     for i, eps in enumerate(render.eps):
         if not 0.0 < eps <= 1.0:
-            raise PetprobeError(f"params.yaml: 'render.eps[{i}]' is {eps!r}; it must be in (0, 1] (pixel units)")
+            raise PetprobeError(f"params.yaml: 'render.eps[{i}]' is {_show(eps)}; it must be in (0, 1] (pixel units)")
     for i, index in enumerate(render.imagenet_classes):
         if not 0 <= index < 1000:
-            raise PetprobeError(f"params.yaml: 'render.imagenet_classes[{i}]' is {index!r}; it must be in [0, 1000)")
+            raise PetprobeError(f"params.yaml: 'render.imagenet_classes[{i}]' is {_show(index)}; it must be in [0, 1000)")
     valid = ["auto", "none", *backbones]
     if render.transfer_backbone not in valid:
         raise PetprobeError(f"params.yaml: 'render.transfer_backbone' is '{render.transfer_backbone}' "
@@ -321,13 +377,21 @@ def load_params(path: str | Path = "params.yaml", *, dataset: str | None = None)
     """
     path = Path(path)
     try:
+        if (size := path.stat().st_size) > MAX_PARAMS_BYTES:
+            raise PetprobeError(f"{path} is {size:,} bytes, over the {MAX_PARAMS_BYTES:,}-byte limit of a params file")
         text = path.read_text()
     except FileNotFoundError:
         raise PetprobeError(f"{path} not found; run from the repository root") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise PetprobeError(f"{path} is unreadable ({one_line(err)})") from None
+    if _flow_depth(text) > MAX_DEPTH:
+        raise PetprobeError(f"{path} nests too deeply to be a petprobe params file (at most {MAX_DEPTH} levels)")
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as err:
         raise PetprobeError(f"{path} is not valid YAML: {one_line(err)}") from None
+    except RecursionError:  # the YAML parser recurses once per nesting level
+        raise PetprobeError(f"{path} nests too deeply to be a petprobe params file (at most {MAX_DEPTH} levels)") from None
     params = parse_params(raw or {})
     if dataset is not None:
         params.check_dataset(dataset)

@@ -9,6 +9,7 @@ one bad file never stops the others. Used by ``petprobe predict``.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -69,7 +70,11 @@ class Predictor:
             self.precision = resolve_precision(precision_name, self.device)
         except PetprobeError:  # e.g. embedded in fp16 on a GPU, predicting on a CPU
             self.precision = resolve_precision("auto", self.device)
-        self.model = backbone.build()
+
+    @functools.cached_property
+    def model(self):
+        """The backbone, built when the first usable file is embedded: refusing files costs no model."""
+        return self.backbone.build()
 
     @classmethod
     def for_dataset(cls, ds: str, model: str = "head", *, root: str | Path = ".") -> "Predictor":

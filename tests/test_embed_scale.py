@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import REPO
+from conftest import PETIMAGES, REPO
 from petprobe.embedding.distributed import shard_bounds
 
 
@@ -20,7 +20,10 @@ def stage_dir(root: Path, splits: dict[str, list[Path]], **embed) -> Path:
     """A working folder for ``python -m stages.embed catsdogs``: params.yaml and a prepared manifest."""
     prepared = root / "data" / "prepared" / "catsdogs"
     prepared.mkdir(parents=True)
-    lines = ["path,label,split"] + [f"{p},{p.parent.name},{split}" for split, paths in splits.items() for p in paths]
+    (root / "data" / "raw").mkdir()
+    (root / "data" / "raw" / "catsdogs").symlink_to(PETIMAGES)  # manifest paths lie under data/raw/<ds>
+    lines = ["path,label,split"] + [f"data/raw/catsdogs/{p.relative_to(PETIMAGES).as_posix()},{p.parent.name},{split}"
+                                    for split, paths in splits.items() for p in paths]
     (prepared / "manifest.csv").write_text("\n".join(lines) + "\n")
     (prepared / "classes.json").write_text(json.dumps(["Cat", "Dog"]))
     params = {"datasets": ["catsdogs"], "backbone": "mobilenet_v2", "embed": {"num_workers": 0, **embed}}

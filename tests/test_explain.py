@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -215,8 +216,11 @@ def explained(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("repo")
     stems = {"Abyssinian": [101, 107, 108, 109, 110, 111], "Bengal": [123, 133, 135, 139, 107, 109]}
-    rows = [(str(PETS / "images" / f"{label}_{n}.jpg"), label, split) for label, ns in stems.items()
+    rows = [(f"data/raw/pets/images/{label}_{n}.jpg", label, split) for label, ns in stems.items()
             for n, split in zip(ns, ["train"] * 2 + ["val"] * 2 + ["test"] * 2)]
+    (root / "data/raw/pets/images").mkdir(parents=True)  # manifest paths lie under data/raw/<ds>
+    for path, _, _ in rows:
+        shutil.copyfile(PETS / "images" / Path(path).name, root / path)
     trimaps = root / "data/raw/pets/annotations/trimaps"
     trimaps.mkdir(parents=True)
     for path, _, split in rows[4:6] + rows[10:11]:  # three of the four test photos

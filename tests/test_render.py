@@ -25,7 +25,9 @@ def rendered(tmp_path_factory):
     from stages import embed, render, train_head, train_logreg
 
     root = tmp_path_factory.mktemp("repo")
-    rows = [(PETIMAGES / label / f"{n}.jpg", label, split)
+    (root / "data/raw").mkdir(parents=True)
+    (root / "data/raw/catsdogs").symlink_to(PETIMAGES)  # manifest paths lie under data/raw/<ds>
+    rows = [(f"data/raw/catsdogs/{label}/{n}.jpg", label, split)
             for label in ("Cat", "Dog") for n, split in zip(range(1, 7), ["train"] * 2 + ["val"] * 2 + ["test"] * 2)]
     prepared = root / "data/prepared/catsdogs"
     prepared.mkdir(parents=True)

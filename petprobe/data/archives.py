@@ -17,6 +17,7 @@ a damaged archive (truncated, bad CRC, sizes that lie) is an error that removes 
 
 from __future__ import annotations
 
+import errno
 import http.client
 import json
 import os
@@ -216,6 +217,12 @@ def _read_pins(path: Path) -> dict:
                             f"restore or delete it") from None
     if not isinstance(pins, dict):
         raise PetprobeError(f"{path} is not a JSON object; it pins downloaded archives, restore or delete it")
+    for name, pin in pins.items():  # as fetch_archive writes them: a size and a full sha256
+        if not (isinstance(pin, dict) and type(pin.get("bytes")) is int and pin["bytes"] >= 0
+                and isinstance(pin.get("sha256"), str) and len(pin["sha256"]) == 64
+                and all(c in "0123456789abcdef" for c in pin["sha256"])):
+            raise PetprobeError(f"{path}: the entry for {printable_name(str(name))[:100]!r} is not "
+                                "{bytes: <size>, sha256: <64 hex digits>, ...}; restore or delete it")
     return pins
 
 
@@ -392,9 +399,16 @@ def _write_members(archive: Path, handle, checked, read, target: Path, max_bytes
     written = files = 0
     target.mkdir(parents=True, exist_ok=True)
     root = target.resolve()
+    name_max, path_max = os.pathconf(target, "PC_NAME_MAX"), os.pathconf(target, "PC_PATH_MAX")
     for path, member, is_dir, size in progress_bar(checked, desc=f"unpack {archive.name}", unit="file", leave=False):
         if not _utf8(str(path)):  # a tar name in a legacy encoding: as copy_tree, left out and recorded
             skipped.append({"path": printable_name(path.as_posix()), "reason": "file name is not valid UTF-8"})
+            continue
+        if (any(len(os.fsencode(part)) > name_max for part in path.parts)
+                or len(os.fsencode(root / path)) >= path_max):  # ENAMETOOLONG: this disk's limit, not damage
+            skipped.append({"path": printable_name(path.as_posix()),
+                            "reason": f"file name too long for this file system (over {name_max} bytes a name "
+                                      f"or {path_max} a path)"})
             continue
         out = target.joinpath(*path.parts)
         if not out.resolve().is_relative_to(root):
@@ -442,6 +456,12 @@ def copy_tree(src: Path, dst: Path) -> tuple[int, list[dict]]:
     the folder, or loop), FIFOs, sockets and devices (reading a FIFO would wait forever), and
     names that are not valid UTF-8 (they would break DVC's UTF-8 records of the outputs).
     A folder that cannot be listed is an error, not a silent gap in the copy.
+
+    The listing only decides what to try: each file is then opened beneath ``src`` one path
+    component at a time with no link followed, checked on the open descriptor and copied from it
+    (``_open_beneath``), so a file or folder swapped for a link (or a FIFO) after it was listed is
+    skipped like one, never copied through (a swap during a copy once left a link to an outside
+    file in data/raw).
     """
     def unreadable(err: OSError):
         raise PetprobeError(f"cannot read folder {err.filename}: {err.strerror or err}")
@@ -474,13 +494,42 @@ def copy_tree(src: Path, dst: Path) -> tuple[int, list[dict]]:
     n = 0
     for path in progress_bar(sorted(files), desc=f"copy {src.name}", unit="file", leave=False):
         out = dst / path.relative_to(src)
-        out.parent.mkdir(parents=True, exist_ok=True)
         try:
-            shutil.copyfile(path, out, follow_symlinks=False)
+            source = _open_beneath(src, path.relative_to(src).parts)
         except OSError as err:
+            if err.errno in (errno.ELOOP, errno.ENOTDIR):  # a component became a link after the listing
+                skip(path, "symbolic link (not followed)")
+                continue
             raise PetprobeError(f"cannot copy {path}: {err.strerror or err}") from None
+        with source:
+            if not stat.S_ISREG(os.fstat(source.fileno()).st_mode):  # became a FIFO, socket or device
+                skip(path, "not a regular file (FIFO, socket or device)")
+                continue
+            out.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                with open(out, "wb") as sink:
+                    shutil.copyfileobj(source, sink, CHUNK)
+            except OSError as err:
+                raise PetprobeError(f"cannot copy {path}: {err.strerror or err}") from None
         n += 1
     return n, sorted(skipped, key=lambda row: row["path"])
+
+
+def _open_beneath(root: Path, parts: tuple[str, ...]):
+    """The file ``root/<parts>`` opened for reading, following no link at any component (ELOOP or
+    ENOTDIR where one is a link) and without blocking on a FIFO."""
+    nofollow, cloexec = getattr(os, "O_NOFOLLOW", 0), getattr(os, "O_CLOEXEC", 0)
+    fd = os.open(root, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | cloexec)
+    try:
+        for part in parts[:-1]:
+            inner = os.open(part, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | nofollow | cloexec, dir_fd=fd)
+            os.close(fd)
+            fd = inner
+        file_fd = os.open(parts[-1], os.O_RDONLY | os.O_NONBLOCK | nofollow | cloexec, dir_fd=fd)
+    finally:
+        os.close(fd)
+    os.set_blocking(file_fd, True)
+    return os.fdopen(file_fd, "rb")
 
 
 def _utf8(name: str) -> bool:

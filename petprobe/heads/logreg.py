@@ -38,6 +38,7 @@ from sklearn.model_selection import StratifiedKFold
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
+from petprobe.artefacts import read_npy_header
 from petprobe.errors import PetprobeError, one_line
 from petprobe.outputs import save_npz
 
@@ -373,9 +374,18 @@ class LogRegHead(ClassifierMixin, BaseEstimator):
         """Read a file written by ``save``. No pickle: a tampered file is an error, never code."""
         rerun = "rerun train_logreg"
         try:
+            if not zipfile.is_zipfile(path):  # np.load would read (and allocate) a bare .npy at once
+                raise ValueError("not an .npz archive")
             with np.load(path, allow_pickle=False) as f:
-                if not isinstance(f, np.lib.npyio.NpzFile):
-                    raise ValueError("a single .npy array, not an .npz archive")
+                for key in _LOGREG_ARRAYS:  # each header first: numpy allocates the shape it claims
+                    info = f.zip.getinfo(f"{key}.npy")
+                    if info.compress_type != zipfile.ZIP_STORED:  # np.savez stores; sizes then are real
+                        raise ValueError(f"member {key}.npy is compressed, as save never writes it")
+                    with f.zip.open(info) as member:
+                        if member.read(6) != b"\x93NUMPY":
+                            continue  # numpy hands back the raw bytes, refused by the type check below
+                    with f.zip.open(info) as member:
+                        read_npy_header(member, info.file_size)
                 arrays = {key: f[key] for key in _LOGREG_ARRAYS}
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
             raise PetprobeError(f"{path} is not a valid logistic-regression file ({one_line(err)}); {rerun}") from None

@@ -240,29 +240,57 @@ class TorchHead(ClassifierMixin, BaseEstimator):
         config_path = path.with_suffix(".json")
         rerun = "rerun train_head (dvc repro)"
         try:
+            if config_path.stat().st_size > _MAX_CONFIG_BYTES:
+                raise ValueError(f"{config_path.stat().st_size:,} bytes, over the {_MAX_CONFIG_BYTES:,}-byte limit")
             config = json.loads(config_path.read_text())
             data = path.read_bytes()
         except (OSError, ValueError) as err:
-            raise PetprobeError(f"cannot read the torch head {path} / {config_path.name} ({err}); {rerun}") from None
+            raise PetprobeError(f"cannot read the torch head {path} / {config_path.name} ({one_line(err)}); "
+                                f"{rerun}") from None
         try:
             if config["format"] != cls.FORMAT or config["version"] != cls.VERSION:
                 raise ValueError(f"format {config['format']!r} version {config['version']!r}")
-            classes = np.asarray(config["classes"], dtype=str)
-            n_features = int(config["n_features_in"])
+            classes, n_features = _checked_classes(config["classes"]), _checked_int(config["n_features_in"], 1, 1 << 20)
             head = cls(**config["params"])
+            # The bounds of params.yaml's head section: a NaN dropout would fail at predict time.
+            _checked_int(head.hidden, 0, 65536)
+            if not isinstance(head.dropout, (int, float)) or not 0.0 <= head.dropout < 1.0:
+                raise ValueError(f"dropout {head.dropout!r} is not in [0, 1)")
             expected_sha = config["weights_sha256"]
         except (KeyError, TypeError, ValueError) as err:
-            raise PetprobeError(f"{config_path} is not a valid torch-head config ({err}); {rerun}") from None
+            raise PetprobeError(f"{config_path} is not a valid torch-head config ({one_line(err, 200)}); {rerun}") from None
         if sha256_bytes(data) != expected_sha:
             raise PetprobeError(f"{path} does not match {config_path.name} (sha256 differs); {rerun}")
         state = load_state_dict(path, data)  # weights_only: never arbitrary pickled objects
         try:
-            net = HeadNet(n_features, len(classes), hidden=head.hidden, dropout=head.dropout)
-            net.load_state_dict(state, strict=True)
+            # Built on the meta device, which allocates nothing, then given the file's own tensors
+            # (assign): a config claiming 10**9 features or 10**6 classes for a small state_dict
+            # fails the shape check before any memory is taken (it cost up to 8.7 GB).
+            with torch.device("meta"):
+                net = HeadNet(n_features, len(classes), hidden=head.hidden, dropout=head.dropout)
+            net.load_state_dict(state, strict=True, assign=True)
         except (RuntimeError, ValueError, TypeError) as err:  # missing/unexpected keys, wrong shapes
             raise PetprobeError(f"{path} is not a state_dict matching {config_path.name} "
-                                f"({one_line(err)[:200]}); {rerun}") from None
+                                f"({one_line(err, 200)}); {rerun}") from None
         head.classes_, head.n_features_in_, head.module_ = classes, n_features, net.eval()
         head.best_epoch_ = int(config.get("best_epoch", 0))
         return head
 
+
+
+# head.json holds the config and the class names: kilobytes for any real dataset.
+_MAX_CONFIG_BYTES = 16 * 2**20
+
+
+def _checked_int(value, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ValueError(f"{value!r} is not an integer in [{low}, {high}]")
+    return value
+
+
+def _checked_classes(names) -> np.ndarray:
+    """Class names as written by ``save``: distinct, non-empty strings of at most 255 characters (folder names)."""
+    if (not isinstance(names, list) or len(names) < 2 or len(set(map(str, names))) != len(names)
+            or not all(isinstance(c, str) and 0 < len(c) <= 255 for c in names)):
+        raise ValueError("'classes' is not a list of at least 2 distinct names of 1-255 characters")
+    return np.asarray(names, dtype=str)

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from petprobe.data.images import open_image_file, size_problem
 from petprobe.errors import PetprobeError
 
 __all__ = ["TRIMAP_PET", "TRIMAP_BACKGROUND", "TRIMAP_BORDER", "read_trimap", "trimap_like", "pet_share",
@@ -40,14 +41,16 @@ def read_trimap(path, size: tuple[int, int] | None = None) -> np.ndarray:
     ``size``: the ``(width, height)`` of its photo, which it must match. A file that is not such a
     trimap raises PetprobeError naming it.
     """
-    try:
-        with Image.open(path) as im:
-            trimap = np.asarray(im.convert("L") if im.mode not in ("L", "P") else im, dtype=np.uint8)
+    try:  # through the image readers' checks: a regular file inside data/raw/<ds>, of bounded size
+        with open_image_file(path) as fh, Image.open(fh) as im:
             found = im.size
+            if size is not None and found != tuple(size):  # before decoding: the photo's size bounds it
+                raise PetprobeError(f"{path}: trimap is {found[0]}x{found[1]} px, its photo {size[0]}x{size[1]}")
+            if (problem := size_problem(*found)) is not None:
+                raise PetprobeError(f"{path}: not a usable trimap PNG ({problem})")
+            trimap = np.asarray(im.convert("L") if im.mode not in ("L", "P") else im, dtype=np.uint8)
     except OSError as err:
         raise PetprobeError(f"{path}: not a readable trimap PNG ({err})") from None
-    if size is not None and found != tuple(size):
-        raise PetprobeError(f"{path}: trimap is {found[0]}x{found[1]} px, its photo {size[0]}x{size[1]}")
     values = set(np.unique(trimap).tolist())
     if not values <= {TRIMAP_PET, TRIMAP_BACKGROUND, TRIMAP_BORDER}:
         raise PetprobeError(f"{path}: trimap values {sorted(values)}, expected 1 (pet), 2 (background), 3 (border)")

@@ -14,7 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from matplotlib import rc_context
 from matplotlib.figure import Figure
+from matplotlib.text import Text
 from PIL import Image, ImageOps
 
 from petprobe.data.images import load_rgb
@@ -124,9 +126,16 @@ def training_curves(history: list[dict], *, best_epoch: int, title: str) -> Figu
 
 
 def save_figure(fig: Figure, path: str | Path) -> None:
-    """Write ``fig`` as an RGB PNG, atomically; no timestamp or version in it, so reruns are identical."""
+    """Write ``fig`` as an RGB PNG, atomically; no timestamp or version in it, so reruns are identical.
+
+    Every text is drawn as plain text: class names and file names come from folder and file names,
+    and matplotlib would read ``$...$`` in them as mathtext (``$\\foo$`` made evaluate crash).
+    """
+    for text in fig.findobj(Text):
+        text.set_parse_math(False)
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
+    with rc_context({"text.parse_math": False}):  # texts made while drawing (tick labels) as well
+        fig.savefig(buffer, format="png")
     image = Image.open(buffer).convert("RGB")  # the alpha channel of Agg's RGBA only adds bytes
     with atomic_path(path) as tmp:
         image.save(tmp, format="PNG", optimize=True)
