@@ -52,7 +52,8 @@ _WIDE_EMBED = """
 import resource, sys, torch.nn as nn
 from petprobe.backbones import Backbone, get_backbone, register_backbone
 register_backbone(Backbone("pixels", builder=lambda state_dict: nn.Flatten(),
-                           weights=get_backbone("efficientnet_lite0").weights, dim=3 * 224 * 224))
+                           weights=get_backbone("efficientnet_lite0").weights, dim=3 * 224 * 224,
+                           feature_map=lambda net: net))  # never explained
 from stages.embed import main
 main("catsdogs")
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)

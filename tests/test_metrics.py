@@ -3,6 +3,7 @@
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 from scipy import stats
 
@@ -129,3 +130,32 @@ def _coverage(support, accuracy, *, n_sets=20000, seed=0):
 def test_balanced_accuracy_interval_covers_95_percent(support, accuracy):
     # 20,000 simulated test sets: the coverage estimate's own standard error is 0.15 points.
     assert 0.925 <= _coverage(support, accuracy) <= 0.975
+
+
+@pytest.mark.parametrize("n_classes", [2, 7])
+def test_metrics_equal_scikit_learn_on_random_predictions(n_classes):
+    """Each figure evaluate reports against scikit-learn's own implementation, on 300 random predictions
+    (every class present; ties are impossible with continuous probabilities)."""
+    from sklearn import metrics as skm
+
+    rng = np.random.default_rng(n_classes)
+    classes = [f"class_{i}" for i in range(n_classes)]
+    logits = rng.normal(size=(300, n_classes)) * 2
+    proba = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    index = np.concatenate([np.arange(n_classes), rng.integers(0, n_classes, 300 - n_classes)])
+    # Predictions better than chance, so the figures are not all near their chance values.
+    proba[np.arange(150), index[:150]] += 1.0
+    proba /= proba.sum(axis=1, keepdims=True)
+    y = np.array(classes)[index]
+    predicted = np.array(classes)[proba.argmax(axis=1)]
+    labels = list(range(n_classes))
+    assert top_k_accuracy(proba, y, classes, 1) == pytest.approx(skm.accuracy_score(y, predicted), abs=1e-12)
+    if n_classes > 2:
+        assert top_k_accuracy(proba, y, classes, 3) == pytest.approx(
+            skm.top_k_accuracy_score(index, proba, k=3, labels=labels), abs=1e-12)
+    assert balanced_accuracy(proba, y, classes) == pytest.approx(skm.balanced_accuracy_score(y, predicted), abs=1e-12)
+    assert log_loss(proba, y, classes) == pytest.approx(skm.log_loss(index, proba, labels=labels), rel=1e-9)
+    frame = confusion(proba, y, classes)
+    np.testing.assert_array_equal(
+        pd.crosstab(frame.actual, frame.predicted).reindex(index=classes, columns=classes, fill_value=0).to_numpy(),
+        skm.confusion_matrix(y, predicted, labels=classes))

@@ -88,6 +88,10 @@ TABLES: dict[str, Table | EpsTable] = {
         Row("files rejected by prepare", "{ds}.json", "n_rejected", digits=0),
         *_head_rows("logreg", "logistic probe"),
         Row("logistic probe: chosen C", "{ds}.json", "logreg.C", digits=4),
+        Row("logistic probe: C of the grid not converged (never chosen)", "{ds}/logreg_search.json",
+            "n_C_not_converged", digits=0),
+        Row("test images with a near-twin in train or val", "{ds}/near_duplicates.json", "test_twins", digits=0),
+        Row("val images with a near-twin in train", "{ds}/near_duplicates.json", "val_twins", digits=0),
         *_head_rows("head", "torch head"),
         Row("torch head: best epoch (early stopping)", "{ds}/train_head/metrics.json", "best_epoch", digits=0),
         Row("torch head: epochs run", "{ds}/train_head/metrics.json", "epochs_run", digits=0),
@@ -95,7 +99,12 @@ TABLES: dict[str, Table | EpsTable] = {
     "render": Table(corner="render (torch head)", rows=(
         Row("targeted PGD success at 4/255", "{ds}/render_headline.json", "pgd4_success"),
         Row("transfer to a second backbone at 4/255", "{ds}/render_headline.json", "pgd4_transfer"),
-        Row("ideal images: p(target) under fresh transforms", "{ds}/render_headline.json", "ideal_p_fresh"),
+        Row("ideal images: p(target), optimised model, held-out transforms", "{ds}/render_headline.json",
+            "ideal_p_heldout_transforms"),
+        Row("ideal images: p(target), second backbone's probe", "{ds}/render_headline.json", "ideal_p_other_backbone",
+            optional=True),
+        Row("ideal images: p(target), optimised model and transforms (secondary)", "{ds}/render_headline.json",
+            "ideal_p_optimised_model"),
     )),
     "explain": Table(corner="explain (torch head)", rows=(
         Row("localisation images (with a trimap)", "{ds}/explain.json", "localisation.n_images", digits=0),
@@ -121,6 +130,11 @@ TABLES: dict[str, Table | EpsTable] = {
             "faithfulness.integrated_gradients.insertion_auc", ci=True),
         Row("random order deletion AUC", "{ds}/explain.json", "faithfulness.random.deletion_auc", ci=True),
         Row("random order insertion AUC", "{ds}/explain.json", "faithfulness.random.insertion_auc", ci=True),
+        Row("integrated gradients: completeness error (mean; paper asks < 0.05)", "{ds}/explain.json",
+            "integrated_gradients.completeness_error", ci=True),
+        Row("integrated gradients: images over 0.05", "{ds}/explain.json", "integrated_gradients.n_over_tolerance",
+            digits=0),
+        Row("images with a constant Grad-CAM map", "{ds}/explain.json", "constant_maps.grad_cam", digits=0),
         Row("sanity: Grad-CAM rank correlation, head re-drawn", "{ds}/explain.json", "sanity.grad_cam.head"),
         Row("sanity: integrated gradients rank correlation, head re-drawn", "{ds}/explain.json",
             "sanity.integrated_gradients.head"),
@@ -132,6 +146,7 @@ TABLES: dict[str, Table | EpsTable] = {
         ("after the 8-bit PNG round trip", "png_model_input_success", 3),
         ("the PNG through `petprobe predict`", "png_via_predict_success", 3),
         ("transferred (of clean-correct)", "transfer_success_of_clean_correct", 3),
+        ("transferred (of white-box successes)", "transfer_success_of_whitebox_success", 3),
     )) for ds in DATASETS},
 }
 
@@ -157,6 +172,8 @@ def _lookup(data: object, key: str):
 
 
 def _number(value, digits: int) -> str:
+    if value is None:  # a figure with nothing to measure (e.g. transfer when no white-box attack succeeded)
+        return MISSING
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return str(value)
     return f"{value:.{digits}f}"
@@ -166,7 +183,10 @@ def _cell(row: Row, data: object, where: str) -> str:
     try:
         text = _number(_lookup(data, row.key), row.digits)
         if row.ci:
-            lo, hi = _lookup(data, f"{row.key}_ci95")
+            interval = _lookup(data, f"{row.key}_ci95")
+            if interval is None:
+                return text
+            lo, hi = interval
             text += f" [{_number(lo, row.digits)}, {_number(hi, row.digits)}]"
         return text
     except KeyError as err:
