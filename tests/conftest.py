@@ -176,7 +176,9 @@ def cat_dog_classifier(cat_dog_images):
 
 
 def make_quick(params: dict) -> dict:
-    """Shrink the render stage's work for end-to-end tests: they check the pipeline, not the pictures."""
+    """Shrink the render and explain stages' work for end-to-end tests: they check the pipeline, not the
+    pictures or the attributions (those are measured against references in their own tests)."""
     params["render"].update(steps=4, image_size=64, pgd_steps=2, unbounded_steps=3, n_images=2,
                             transfer_per_class=4)
+    params["explain"].update(ig_steps=4, n_images=4, faithfulness_images=2, sanity_images=2, curve_steps=4)
     return params
