@@ -82,16 +82,14 @@ def explain_headline(report: dict) -> dict:
 
     cam_pet_gain: pet share minus the uniform map's, on the trimap images (absent without trimaps);
     cam_del_gain: random order's deletion AUC minus Grad-CAM's (positive: deleting in map order
-    hurts the prediction faster than random, as a faithful map should);
-    ig_complete_err: integrated gradients' mean completeness error on the measured images (a
-    fraction of F(x) - F(black); Sundararajan et al. ask for < 0.05).
+    hurts the prediction faster than random, as a faithful map should). Integrated gradients'
+    completeness error is in explain.json (the table must fit 200 characters).
     """
     out = {}
     loc, faith = report["localisation"], report["faithfulness"]
     if loc.get("n_images"):
         out["cam_pet_gain"] = loc["grad_cam"]["pet_share_minus_uniform"]
     out["cam_del_gain"] = round(faith["random"]["deletion_auc"] - faith["grad_cam"]["deletion_auc"], 4)
-    out["ig_complete_err"] = report["integrated_gradients"]["completeness_error"]
     return out
 
 

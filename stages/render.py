@@ -112,7 +112,7 @@ def main(ds: str) -> None:
     write_json(artefacts.render_report, report)
     eps_rows = success_by_eps(attacks, pooled)
     write_json(artefacts.render_eps, eps_rows)
-    write_json(artefacts.render_headline, render_headline(eps_rows, summary, other_backbone=transfer_name))
+    write_json(artefacts.render_headline, render_headline(eps_rows, summary))
     attacked = sum(row["n_images"] for row in rows.values() if isinstance(row, dict) and "n_images" in row)
     print(f"render@{ds}: {sum(len(v[1]) for v in ideal.values())} ideal images, {len(sheets)} attack pairs "
           f"({attacked} test images, at most render.n_images={cfg.n_images} per pair) on {device.type} in "
