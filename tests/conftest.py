@@ -153,6 +153,22 @@ def cat_dog_embeddings() -> dict:
     return out
 
 
+def trained_logreg_repository(root: Path, ds: str, embeddings: dict) -> Path:
+    """A repository folder as `petprobe predict` reads it: efficientnet_lite0's embeddings meta.json
+    and a logistic head fit on ``embeddings["train"]`` (real photos), for dataset ``ds``."""
+    from petprobe.backbones import get_backbone
+    from petprobe.heads.logreg import LogRegHead
+    from petprobe.outputs import write_json
+
+    backbone = get_backbone("efficientnet_lite0")
+    write_json(root / f"data/embeddings/{ds}/meta.json", {
+        "backbone": backbone.name, "weights": {"sha256": backbone.weights.sha256},
+        "preprocessing": backbone.preprocessing.as_dict(), "dim": backbone.dim, "precision": "fp32"})
+    train = embeddings["train"]
+    LogRegHead(cs=(0.1,)).fit(train["X"], train["labels"]).save(root / f"data/models/{ds}/logreg.npz")
+    return root
+
+
 @pytest.fixture(scope="session")
 def cat_dog_classifier(cat_dog_images):
     """(PixelClassifier, class names, the 8 photos as [0,1] tensors): efficientnet_lite0 + a logreg fit on them."""

@@ -24,7 +24,8 @@ import pytest
 import yaml
 from PIL import Image
 
-from conftest import PETIMAGES, PETS, WORKSPACE_PETIMAGES, WORKSPACE_PETS, photo_folder
+from conftest import (PETIMAGES, PETS, WORKSPACE_PETIMAGES, WORKSPACE_PETS, photo_folder,
+                      trained_logreg_repository)
 from hostile_files import (jpeg_scans, many_page_tiff, png16, png_chunk_flood, progressive_jpeg, scan_bomb_jpeg,
                            with_trailing_junk)
 from petprobe.artefacts import Artefacts
@@ -298,16 +299,7 @@ def test_embed_with_dev_zero_in_the_manifest_exits_with_one_line_in_bounded_memo
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, cat_dog_embeddings):
     """A repository with efficientnet_lite0's meta.json and a logreg fit on real photos."""
-    from petprobe.backbones import get_backbone
-    from petprobe.heads.logreg import LogRegHead
-
-    root = tmp_path_factory.mktemp("trained")
-    backbone = get_backbone("efficientnet_lite0")
-    write_json(root / "data/embeddings/tiny/meta.json", {
-        "backbone": backbone.name, "weights": {"sha256": backbone.weights.sha256},
-        "preprocessing": backbone.preprocessing.as_dict(), "dim": backbone.dim, "precision": "fp32"})
-    train = cat_dog_embeddings["train"]
-    LogRegHead(cs=(0.1,)).fit(train["X"], train["labels"]).save(root / "data/models/tiny/logreg.npz")
+    root = trained_logreg_repository(tmp_path_factory.mktemp("trained"), "tiny", cat_dog_embeddings)
     (root / "dvc.yaml").write_text("stages: {}\n")
     (root / "params.yaml").write_text("datasets: [tiny]\n")
     return root

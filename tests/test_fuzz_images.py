@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import PETIMAGES
+from conftest import PETIMAGES, trained_logreg_repository
 from hostile_files import jpeg_scans
 from petprobe.data.images import MAX_JPEG_SCANS, inspect_image, load_rgb_tensor
 from test_faults_hostile import strip_png
@@ -187,18 +187,9 @@ def test_decode_check_never_raises(fuzzed):
 @pytest.fixture(scope="module")
 def predictor(tmp_path_factory, cat_dog_embeddings):
     """A Predictor of efficientnet_lite0 + a logreg fit on real cat and dog photos."""
-    from petprobe.backbones import get_backbone
-    from petprobe.heads.logreg import LogRegHead
-    from petprobe.outputs import write_json
     from petprobe.predict import Predictor
 
-    root = tmp_path_factory.mktemp("trained")
-    backbone = get_backbone("efficientnet_lite0")
-    write_json(root / "data/embeddings/fuzz/meta.json", {
-        "backbone": backbone.name, "weights": {"sha256": backbone.weights.sha256},
-        "preprocessing": backbone.preprocessing.as_dict(), "dim": backbone.dim, "precision": "fp32"})
-    train = cat_dog_embeddings["train"]
-    LogRegHead(cs=(0.1,)).fit(train["X"], train["labels"]).save(root / "data/models/fuzz/logreg.npz")
+    root = trained_logreg_repository(tmp_path_factory.mktemp("trained"), "fuzz", cat_dog_embeddings)
     return Predictor.for_dataset("fuzz", "logreg", root=root)
 
 
