@@ -89,3 +89,38 @@ def test_unreadable_image_is_one_line_naming_the_file(tmp_path, cat_dog_images, 
         list(embed_images(backbone.build(), backbone.preprocessing, paths, batch_size=2, num_workers=num_workers,
                           device=CPU, precision=FP32, progress=False))
     assert "\n" not in str(err.value) and str(missing) in str(err.value) and "rerun prepare" in str(err.value)
+
+
+@pytest.mark.parametrize("mode", ["L", "LA", "P", "P+tRNS", "RGBA", "I;16", "I", "F", "1", "CMYK"])
+def test_every_pil_mode_gives_the_same_pixels_as_a_tensor_and_as_rgb(tmp_path, mode):
+    """The tensor path (grey repeated without PIL's RGB copy) against PIL's own convert("RGB") of the
+    8-bit image: for 8-bit modes PIL's conversion is the reference, for deeper ones ``_to_8bit``
+    (checked against the float formula in tests/test_faults_decode.py)."""
+    from petprobe.data.images import _to_8bit
+
+    rng = np.random.default_rng(0)
+    photo = Image.open(GRAY_JPEG).convert("RGB").resize((61, 47))
+    if mode in ("I;16", "I", "F"):
+        values = rng.integers(0, 65536 if mode != "F" else 300, size=(47, 61))
+        image = Image.fromarray(values.astype({"I;16": np.uint16, "I": np.int32, "F": np.float32}[mode]))
+        image = image if image.mode == mode else image.convert(mode)
+        reference = _to_8bit(image).convert("RGB")
+    else:
+        image = photo.convert(mode.removesuffix("+tRNS")) if mode not in ("LA", "RGBA") else photo.convert("RGBA")
+        if mode in ("LA", "RGBA"):
+            image.putalpha(Image.fromarray(rng.integers(0, 256, size=(47, 61)).astype(np.uint8)))
+            image = image.convert(mode)
+        if mode == "P+tRNS":
+            image.info["transparency"] = int(np.asarray(image)[0, 0])  # one palette entry transparent
+        if image.mode in ("LA", "RGBA") or "transparency" in image.info:
+            rgba = image.convert("RGBA")
+            reference = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
+        else:
+            reference = image.convert("RGB")
+    path = tmp_path / ("image.tif" if mode in ("I", "F", "CMYK") else "image.png")
+    image.save(path)
+    assert Image.open(path).mode == image.mode and ("transparency" in Image.open(path).info) == (mode == "P+tRNS")
+    tensor = load_rgb_tensor(path)
+    assert tensor.dtype == torch.uint8 and tensor.shape == (3, 47, 61)
+    assert torch.equal(tensor, pil_to_tensor(reference))
+    assert torch.equal(tensor, pil_to_tensor(load_rgb(path)))
