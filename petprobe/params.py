@@ -17,6 +17,7 @@ from pathlib import Path
 
 import yaml
 
+from petprobe.catalogue import BACKBONE_NAMES, BUILTIN_DATASET_NAMES
 from petprobe.errors import PetprobeError, one_line, shorten
 from petprobe.names import check_dataset_name
 
@@ -321,23 +322,19 @@ def _build(cls, raw, prefix: str):
 def parse_params(raw: dict) -> Params:
     """Validate a params mapping (as read from params.yaml) against the schema."""
     _check_shape(raw)  # first: walking a hostile shape must cost nothing else
-    # Imported here: both registries are needed only to name the valid choices.
-    from petprobe.backbones import list_backbones
-    from petprobe.data.datasets import BUILTIN_DATASETS
-
     params = _build(Params, raw, "")
     for name in params.imagefolders:
         check_dataset_name(name, f"params.yaml: 'imagefolders' key")
     for i, name in enumerate(params.datasets):
         check_dataset_name(name, f"params.yaml: 'datasets[{i}]'")
-    if params.backbone not in list_backbones():
+    if params.backbone not in BACKBONE_NAMES:
         raise PetprobeError(
-            f"params.yaml: 'backbone' is '{params.backbone}', not a known backbone (valid: {_choices_line(list_backbones())})"
+            f"params.yaml: 'backbone' is '{params.backbone}', not a known backbone (valid: {_choices_line(BACKBONE_NAMES)})"
         )
-    clash = sorted(set(params.imagefolders) & set(BUILTIN_DATASETS))
+    clash = sorted(set(params.imagefolders) & set(BUILTIN_DATASET_NAMES))
     if clash:
         raise PetprobeError(f"params.yaml: 'imagefolders.{clash[0]}' reuses a built-in dataset name; pick another")
-    known = set(BUILTIN_DATASETS) | set(params.imagefolders)
+    known = set(BUILTIN_DATASET_NAMES) | set(params.imagefolders)
     for i, name in enumerate(params.datasets):
         if name not in known:
             raise PetprobeError(
@@ -350,11 +347,11 @@ def parse_params(raw: dict) -> Params:
         raise PetprobeError("params.yaml: 'logreg.c_min' must not exceed 'logreg.c_max'")
     if params.data.val_fraction + params.data.test_fraction >= 1.0:
         raise PetprobeError("params.yaml: 'data.val_fraction' + 'data.test_fraction' must be < 1")
-    _check_render(params.render, list_backbones())
+    _check_render(params.render, BACKBONE_NAMES)
     return params
 
 
-def _check_render(render: RenderParams, backbones: list[str]) -> None:
+def _check_render(render: RenderParams, backbones: tuple[str, ...]) -> None:
     for i, pair in enumerate(render.pairs):
         if len(pair) != 2 or pair[0] == pair[1]:
             raise PetprobeError(f"params.yaml: 'render.pairs[{i}]' must be [source, target], two different classes")
