@@ -159,7 +159,7 @@ def test_the_analysis_sees_what_it_must():
     # Indirect imports, package __init__ files and function-level imports all count ...
     files = project_files("stages.embed")
     assert {"stages/embed.py", "petprobe/__init__.py", "petprobe/backbones/__init__.py",
-            "petprobe/backbones/efficientnet_lite.py", "petprobe/data/archives.py"} <= files
+            "petprobe/backbones/efficientnet_lite.py", "petprobe/fetch.py"} <= files
     assert "petprobe/reporting/figures.py" not in files
     # ... and params are read through aliases of sections and whole sections.
     assert params_read(REPO / "stages/render.py") >= {"render.eps", "logreg.c_min", "logreg.max_iter"}
