@@ -8,6 +8,7 @@ backbone/dataset name raises ``PetprobeError`` with one line naming the key and 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import re
 import reprlib
@@ -252,6 +253,12 @@ def _choices_line(names) -> str:
     return ", ".join(sorted(names))
 
 
+def _closest(name: str, choices) -> str:
+    """``; closest: a, b`` naming the valid choices nearest a typo (difflib's ratio >= 0.6), or nothing."""
+    close = difflib.get_close_matches(name, sorted(choices), n=3)
+    return f"; closest: {', '.join(close)}" if close else ""
+
+
 def _check_type(value, tp, key: str):
     origin = typing.get_origin(tp)
     if tp is float:
@@ -330,6 +337,7 @@ def parse_params(raw: dict) -> Params:
     if params.backbone not in BACKBONE_NAMES:
         raise PetprobeError(
             f"params.yaml: 'backbone' is '{params.backbone}', not a known backbone (valid: {_choices_line(BACKBONE_NAMES)})"
+            + _closest(params.backbone, BACKBONE_NAMES)
         )
     clash = sorted(set(params.imagefolders) & set(BUILTIN_DATASET_NAMES))
     if clash:
@@ -339,7 +347,7 @@ def parse_params(raw: dict) -> Params:
         if name not in known:
             raise PetprobeError(
                 f"params.yaml: 'datasets[{i}]' is '{name}', not a known dataset (valid: {_choices_line(known)};"
-                " add your own under 'imagefolders')"
+                " add your own under 'imagefolders')" + _closest(name, known)
             )
     if len(set(params.datasets)) != len(params.datasets):
         raise PetprobeError("params.yaml: 'datasets' lists a name twice")
@@ -364,7 +372,7 @@ def _check_render(render: RenderParams, backbones: tuple[str, ...]) -> None:
     valid = ["auto", "none", *backbones]
     if render.transfer_backbone not in valid:
         raise PetprobeError(f"params.yaml: 'render.transfer_backbone' is '{render.transfer_backbone}' "
-                            f"(valid: {_choices_line(valid)})")
+                            f"(valid: {_choices_line(valid)})" + _closest(render.transfer_backbone, valid))
 
 
 def load_params(path: str | Path = "params.yaml", *, dataset: str | None = None) -> Params:

@@ -125,3 +125,17 @@ def test_validating_params_loads_no_model_code():
                           "('torch', 'torchvision', 'numpy') or m.startswith(('petprobe.backbones', 'petprobe.data'))))"],
                          cwd=REPO, capture_output=True, text=True, check=True)
     assert run.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("change,closest", [
+    (lambda p: p.update(backbone="efficientnet_lite"), "; closest: efficientnet_lite0, efficientnet_b0"),
+    (lambda p: p.update(backbone="resnet19"), "; closest: resnet18, resnet50"),
+    (lambda p: p.update(datasets=["pets", "catsdog"]), "; closest: catsdogs"),
+    (lambda p: p["render"].update(transfer_backbone="mobilenet_v3"), "; closest: mobilenet_v2, mobilenet_v3_large, mobilenet_v2_torchvision"),
+])
+def test_a_typo_in_a_name_fails_at_validation_naming_the_closest_names(change, closest):
+    raw = raw_params()
+    change(raw)
+    with pytest.raises(PetprobeError) as err:
+        parse_params(raw)
+    assert str(err.value).endswith(closest) and "\n" not in str(err.value)
