@@ -4,7 +4,8 @@
 lists at validation, so a typo fails before any work. Importing the registries themselves for that
 would put torch, every backbone family and the downloader into every stage's import closure, and
 so into every stage's DVC deps. A leaf: it imports nothing. tests/test_params.py checks that each
-list equals its registry, so they cannot drift apart.
+list equals its registry, so they cannot drift apart. params.py reads the lists here at each
+validation, so code that registers a backbone of its own (a test, a plugin) adds its name too.
 """
 
 from __future__ import annotations

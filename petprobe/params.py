@@ -18,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-from petprobe.catalogue import BACKBONE_NAMES, BUILTIN_DATASET_NAMES
+from petprobe import catalogue
 from petprobe.errors import PetprobeError, one_line, shorten
 from petprobe.names import check_dataset_name
 
@@ -334,15 +334,15 @@ def parse_params(raw: dict) -> Params:
         check_dataset_name(name, f"params.yaml: 'imagefolders' key")
     for i, name in enumerate(params.datasets):
         check_dataset_name(name, f"params.yaml: 'datasets[{i}]'")
-    if params.backbone not in BACKBONE_NAMES:
+    if params.backbone not in catalogue.BACKBONE_NAMES:
         raise PetprobeError(
-            f"params.yaml: 'backbone' is '{params.backbone}', not a known backbone (valid: {_choices_line(BACKBONE_NAMES)})"
-            + _closest(params.backbone, BACKBONE_NAMES)
+            f"params.yaml: 'backbone' is '{params.backbone}', not a known backbone (valid: {_choices_line(catalogue.BACKBONE_NAMES)})"
+            + _closest(params.backbone, catalogue.BACKBONE_NAMES)
         )
-    clash = sorted(set(params.imagefolders) & set(BUILTIN_DATASET_NAMES))
+    clash = sorted(set(params.imagefolders) & set(catalogue.BUILTIN_DATASET_NAMES))
     if clash:
         raise PetprobeError(f"params.yaml: 'imagefolders.{clash[0]}' reuses a built-in dataset name; pick another")
-    known = set(BUILTIN_DATASET_NAMES) | set(params.imagefolders)
+    known = set(catalogue.BUILTIN_DATASET_NAMES) | set(params.imagefolders)
     for i, name in enumerate(params.datasets):
         if name not in known:
             raise PetprobeError(
@@ -355,7 +355,7 @@ def parse_params(raw: dict) -> Params:
         raise PetprobeError("params.yaml: 'logreg.c_min' must not exceed 'logreg.c_max'")
     if params.data.val_fraction + params.data.test_fraction >= 1.0:
         raise PetprobeError("params.yaml: 'data.val_fraction' + 'data.test_fraction' must be < 1")
-    _check_render(params.render, BACKBONE_NAMES)
+    _check_render(params.render, catalogue.BACKBONE_NAMES)
     return params
 
 
