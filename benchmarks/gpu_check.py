@@ -41,7 +41,8 @@ sys.path.insert(0, str(REPO))
 from petprobe.backbones import get_backbone  # noqa: E402
 from petprobe.data.images import inspect_image  # noqa: E402
 from petprobe.device import resolve_batch_size, resolve_precision  # noqa: E402
-from petprobe.embedding.embed import embed_images, fold_batchnorm, image_batches  # noqa: E402
+from petprobe.embedding.batches import image_batches  # noqa: E402
+from petprobe.embedding.embed import embed_images, fold_batchnorm  # noqa: E402
 from petprobe.params import load_params  # noqa: E402
 
 SAMPLE = REPO.parent / "shared" / "datasets"

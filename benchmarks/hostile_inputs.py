@@ -247,7 +247,7 @@ def cases(work: Path, repo: Path, inputs: dict) -> list[tuple[str, str, str, Pat
     out.append(("10", "train_head folder mode", "import os, stat\nprint(oct(stat.S_IMODE(os.stat('metrics/tiny/train_head').st_mode)))",
                 repo))
     out.append(("10", "extract, a tar member name of 300 characters",
-                "from petprobe.data.archives import extract\nskipped = []\n"
+                "from petprobe.data.unpack import extract\nskipped = []\n"
                 f"print(extract({str(work / 'files' / 'longname.tar')!r}, 'data/unpacked', skipped=skipped), skipped)",
                 copy_repo(repo, work / "tar")))
     return out

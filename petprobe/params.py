@@ -8,6 +8,7 @@ backbone/dataset name raises ``PetprobeError`` with one line naming the key and 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import re
 import reprlib
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import yaml
 
+from petprobe import catalogue
 from petprobe.errors import PetprobeError, one_line, shorten
 from petprobe.names import check_dataset_name
 
@@ -251,6 +253,12 @@ def _choices_line(names) -> str:
     return ", ".join(sorted(names))
 
 
+def _closest(name: str, choices) -> str:
+    """``; closest: a, b`` naming the valid choices nearest a typo (difflib's ratio >= 0.6), or nothing."""
+    close = difflib.get_close_matches(name, sorted(choices), n=3)
+    return f"; closest: {', '.join(close)}" if close else ""
+
+
 def _check_type(value, tp, key: str):
     origin = typing.get_origin(tp)
     if tp is float:
@@ -321,28 +329,25 @@ def _build(cls, raw, prefix: str):
 def parse_params(raw: dict) -> Params:
     """Validate a params mapping (as read from params.yaml) against the schema."""
     _check_shape(raw)  # first: walking a hostile shape must cost nothing else
-    # Imported here: both registries are needed only to name the valid choices.
-    from petprobe.backbones import list_backbones
-    from petprobe.data.datasets import BUILTIN_DATASETS
-
     params = _build(Params, raw, "")
     for name in params.imagefolders:
         check_dataset_name(name, f"params.yaml: 'imagefolders' key")
     for i, name in enumerate(params.datasets):
         check_dataset_name(name, f"params.yaml: 'datasets[{i}]'")
-    if params.backbone not in list_backbones():
+    if params.backbone not in catalogue.BACKBONE_NAMES:
         raise PetprobeError(
-            f"params.yaml: 'backbone' is '{params.backbone}', not a known backbone (valid: {_choices_line(list_backbones())})"
+            f"params.yaml: 'backbone' is '{params.backbone}', not a known backbone (valid: {_choices_line(catalogue.BACKBONE_NAMES)})"
+            + _closest(params.backbone, catalogue.BACKBONE_NAMES)
         )
-    clash = sorted(set(params.imagefolders) & set(BUILTIN_DATASETS))
+    clash = sorted(set(params.imagefolders) & set(catalogue.BUILTIN_DATASET_NAMES))
     if clash:
         raise PetprobeError(f"params.yaml: 'imagefolders.{clash[0]}' reuses a built-in dataset name; pick another")
-    known = set(BUILTIN_DATASETS) | set(params.imagefolders)
+    known = set(catalogue.BUILTIN_DATASET_NAMES) | set(params.imagefolders)
     for i, name in enumerate(params.datasets):
         if name not in known:
             raise PetprobeError(
                 f"params.yaml: 'datasets[{i}]' is '{name}', not a known dataset (valid: {_choices_line(known)};"
-                " add your own under 'imagefolders')"
+                " add your own under 'imagefolders')" + _closest(name, known)
             )
     if len(set(params.datasets)) != len(params.datasets):
         raise PetprobeError("params.yaml: 'datasets' lists a name twice")
@@ -350,11 +355,11 @@ def parse_params(raw: dict) -> Params:
         raise PetprobeError("params.yaml: 'logreg.c_min' must not exceed 'logreg.c_max'")
     if params.data.val_fraction + params.data.test_fraction >= 1.0:
         raise PetprobeError("params.yaml: 'data.val_fraction' + 'data.test_fraction' must be < 1")
-    _check_render(params.render, list_backbones())
+    _check_render(params.render, catalogue.BACKBONE_NAMES)
     return params
 
 
-def _check_render(render: RenderParams, backbones: list[str]) -> None:
+def _check_render(render: RenderParams, backbones: tuple[str, ...]) -> None:
     for i, pair in enumerate(render.pairs):
         if len(pair) != 2 or pair[0] == pair[1]:
             raise PetprobeError(f"params.yaml: 'render.pairs[{i}]' must be [source, target], two different classes")
@@ -367,7 +372,7 @@ def _check_render(render: RenderParams, backbones: list[str]) -> None:
     valid = ["auto", "none", *backbones]
     if render.transfer_backbone not in valid:
         raise PetprobeError(f"params.yaml: 'render.transfer_backbone' is '{render.transfer_backbone}' "
-                            f"(valid: {_choices_line(valid)})")
+                            f"(valid: {_choices_line(valid)})" + _closest(render.transfer_backbone, valid))
 
 
 def load_params(path: str | Path = "params.yaml", *, dataset: str | None = None) -> Params:

@@ -159,9 +159,33 @@ def test_the_analysis_sees_what_it_must():
     # Indirect imports, package __init__ files and function-level imports all count ...
     files = project_files("stages.embed")
     assert {"stages/embed.py", "petprobe/__init__.py", "petprobe/backbones/__init__.py",
-            "petprobe/backbones/efficientnet_lite.py", "petprobe/data/archives.py"} <= files
+            "petprobe/backbones/efficientnet_lite.py", "petprobe/fetch.py"} <= files
     assert "petprobe/reporting/figures.py" not in files
     # ... and params are read through aliases of sections and whole sections.
     assert params_read(REPO / "stages/render.py") >= {"render.eps", "logreg.c_min", "logreg.max_iter"}
     assert params_read(REPO / "stages/embed.py") == {"backbone", "embed.batch_size", "embed.num_workers",
                                                      "embed.precision"}
+
+
+def _stages_listing(path: str) -> set[str]:
+    """The dvc.yaml stages (a foreach stage once, for all its datasets) with ``path`` among their deps:
+    those `dvc status` calls changed when the file changes, a comment appended included."""
+    return {name for name, stage in _stages() if path in stage.get("deps", [])}
+
+
+def test_an_edit_to_the_downloader_reruns_only_what_downloads():
+    # petprobe/fetch.py downloads: the datasets' archives (download) and torchvision weights for
+    # every stage that builds a backbone. Nothing else imports it.
+    assert _stages_listing("petprobe/fetch.py") == {"download", "embed", "finetune", "render", "explain"}
+    assert project_files("petprobe.fetch") == {"petprobe/__init__.py", "petprobe/fetch.py", "petprobe/checksums.py",
+                                               "petprobe/errors.py", "petprobe/progress.py"}  # a leaf
+
+
+def test_an_edit_to_a_backbone_entry_leaves_download_and_prepare_up_to_date():
+    # torchvision_zoo.py holds the torchvision rows of the backbone registry; params.py checks a
+    # backbone name against petprobe/catalogue.py, which imports no model code.
+    for family in ("torchvision_zoo", "mobilenet", "efficientnet_lite", "registry", "weights", "__init__"):
+        listing = _stages_listing(f"petprobe/backbones/{family}.py")
+        assert listing == {"embed", "finetune", "render", "explain"}, (family, listing)
+    for name in ("download", "prepare", "duplicates", "train_logreg", "train_head", "evaluate", "scratch", "report"):
+        assert not any(f.startswith("petprobe/backbones/") for f in project_files(f"stages.{name}")), name

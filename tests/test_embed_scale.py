@@ -54,6 +54,8 @@ from petprobe.backbones import Backbone, get_backbone, register_backbone
 register_backbone(Backbone("pixels", builder=lambda state_dict: nn.Flatten(),
                            weights=get_backbone("efficientnet_lite0").weights, dim=3 * 224 * 224,
                            feature_map=lambda net: net))  # never explained
+import petprobe.catalogue as catalogue  # the names params.yaml may use
+catalogue.BACKBONE_NAMES = (*catalogue.BACKBONE_NAMES, "pixels")
 from stages.embed import main
 main("catsdogs")
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)

@@ -420,7 +420,7 @@ def test_a_long_value_is_quoted_short():
 
 @pytest.mark.parametrize("swap", ["file to link", "folder to link", "file to fifo"])
 def test_mirror_copy_skips_a_file_swapped_after_it_was_listed(tmp_path, monkeypatch, swap):
-    import petprobe.data.archives as archives
+    import petprobe.data.mirror as mirror
 
     src, dst, outside = tmp_path / "src", tmp_path / "dst", tmp_path / "secret"
     photo_folder(src, per_class=2)
@@ -428,7 +428,7 @@ def test_mirror_copy_skips_a_file_swapped_after_it_was_listed(tmp_path, monkeypa
     shutil.copyfile(PETIMAGES / "Cat" / "3.jpg", src / "Cat/sub/zz.jpg")
     outside.mkdir()
     (outside / "zz.jpg").write_bytes(b"outside file")
-    listed = archives.progress_bar
+    listed = mirror.progress_bar
 
     def swap_then_copy(files, **kwargs):  # runs after the listing, before the first file is copied
         if swap == "file to link":
@@ -442,8 +442,8 @@ def test_mirror_copy_skips_a_file_swapped_after_it_was_listed(tmp_path, monkeypa
             os.mkfifo(src / "Cat/sub/zz.jpg")
         return listed(files, **kwargs)
 
-    monkeypatch.setattr(archives, "progress_bar", swap_then_copy)
-    n, skipped = archives.copy_tree(src, dst)
+    monkeypatch.setattr(mirror, "progress_bar", swap_then_copy)
+    n, skipped = mirror.copy_tree(src, dst)
     assert n == 4
     assert sorted(p.relative_to(dst).as_posix() for p in dst.rglob("*") if not p.is_dir()) == [
         "Cat/1.jpg", "Cat/2.jpg", "Dog/1.jpg", "Dog/2.jpg"]
@@ -611,7 +611,7 @@ def test_error_lines_are_capped_at_a_word_boundary():
 
 
 def test_a_too_long_tar_member_name_is_skipped_and_recorded_not_called_damage(tmp_path):
-    from petprobe.data.archives import extract
+    from petprobe.data.unpack import extract
 
     archive = tmp_path / "a.tar"
     with tarfile.open(archive, "w") as tar:

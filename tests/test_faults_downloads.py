@@ -23,11 +23,13 @@ from pathlib import Path
 import pytest
 
 from conftest import PETS
-from petprobe.data.archives import extract, fetch
+from petprobe.data.archives import MIRROR_HINT
 from petprobe.data.datasets import BUILTIN_DATASETS, Archive
 from petprobe.checksums import tree_digest
 from petprobe.data.sources import populate
+from petprobe.data.unpack import extract
 from petprobe.errors import PetprobeError
+from petprobe.fetch import fetch
 from petprobe.outputs import atomic_dir
 
 # --- a small, misbehaving-on-request HTTP server ------------------------------------------------
@@ -282,7 +284,7 @@ def test_nothing_listening_is_a_clear_error(tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     with pytest.raises(PetprobeError, match="could not download .*data.source: mirror"):
-        fetch(f"http://127.0.0.1:{port}/a.bin", tmp_path / "a.bin", **quick(attempts=2))
+        fetch(f"http://127.0.0.1:{port}/a.bin", tmp_path / "a.bin", hint=MIRROR_HINT, **quick(attempts=2))
     assert leftovers(tmp_path) == []
 
 

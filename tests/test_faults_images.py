@@ -282,7 +282,7 @@ def test_unreadable_file_and_folder_without_read_privilege(tmp_path):
     os.chmod(locked, 0)
     code = (
         "import sys; from pathlib import Path\n"
-        "from petprobe.data.images import inspect_image\nfrom petprobe.data.archives import copy_tree\n"
+        "from petprobe.data.images import inspect_image\nfrom petprobe.data.mirror import copy_tree\n"
         "from petprobe.errors import PetprobeError\n"
         f"s = Path({str(tmp_path)!r})\n"
         "print(inspect_image(s / 'locked.jpg'))\n"

@@ -106,3 +106,36 @@ def test_stage_rejects_a_dataset_not_in_params(tmp_path):
     assert run.returncode == 2
     assert run.stderr.strip() == ("petprobe: error: dataset 'flowers' is not in params.yaml 'datasets' "
                                   "(valid: catsdogs, pets)")
+
+
+def test_the_name_index_params_checks_against_equals_the_registries():
+    # params.py checks names against petprobe.catalogue, which imports no model code (so no stage's
+    # DVC deps hold the registries just for a name check); the lists must be the registries' own.
+    from petprobe.backbones import list_backbones
+    from petprobe.catalogue import BACKBONE_NAMES, BUILTIN_DATASET_NAMES
+    from petprobe.data.datasets import BUILTIN_DATASETS
+
+    assert list(BACKBONE_NAMES) == list_backbones()
+    assert list(BUILTIN_DATASET_NAMES) == sorted(BUILTIN_DATASETS)
+
+
+def test_validating_params_loads_no_model_code():
+    run = subprocess.run([sys.executable, "-c", "import sys\nfrom petprobe.params import load_params\n"
+                          "load_params()\nprint(sorted(m for m in sys.modules if m.split('.')[0] in "
+                          "('torch', 'torchvision', 'numpy') or m.startswith(('petprobe.backbones', 'petprobe.data'))))"],
+                         cwd=REPO, capture_output=True, text=True, check=True)
+    assert run.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("change,closest", [
+    (lambda p: p.update(backbone="efficientnet_lite"), "; closest: efficientnet_lite0, efficientnet_b0"),
+    (lambda p: p.update(backbone="resnet19"), "; closest: resnet18, resnet50"),
+    (lambda p: p.update(datasets=["pets", "catsdog"]), "; closest: catsdogs"),
+    (lambda p: p["render"].update(transfer_backbone="mobilenet_v3"), "; closest: mobilenet_v2, mobilenet_v3_large, mobilenet_v2_torchvision"),
+])
+def test_a_typo_in_a_name_fails_at_validation_naming_the_closest_names(change, closest):
+    raw = raw_params()
+    change(raw)
+    with pytest.raises(PetprobeError) as err:
+        parse_params(raw)
+    assert str(err.value).endswith(closest) and "\n" not in str(err.value)

@@ -1,7 +1,8 @@
 """Frozen pretrained backbones: the registry and one module per family.
 
 Importing this package registers every family; ``get_backbone(name)`` then returns its entry.
-Adding a backbone means adding a family module (or a row of ``torchvision_zoo``) and importing it here.
+Adding a backbone means adding a family module (or a row of ``torchvision_zoo``) and importing it here,
+and its name to ``petprobe.catalogue`` (which params.py checks names against; a test holds the two equal).
 """
 
 from petprobe.backbones.registry import Backbone, get_backbone, list_backbones, register_backbone

@@ -21,8 +21,8 @@ from pathlib import Path
 import torch
 
 from petprobe.checksums import file_sha256, sha256_bytes
-from petprobe.data.archives import fetch
 from petprobe.errors import PetprobeError
+from petprobe.fetch import fetch
 
 __all__ = ["Preprocessing", "PackageWeights", "TorchvisionWeights", "imagenet_categories"]
 
@@ -132,7 +132,7 @@ class TorchvisionWeights:
 
     The file is torch.hub's: ``<torch.hub.get_dir()>/checkpoints/<name from the url>``, i.e.
     ``$TORCH_HOME/hub/checkpoints/resnet18-f37072fd.pth``. A missing file is downloaded there as the
-    datasets are (``archives.fetch``: resumable, 30 s socket timeout, checked against the sha256
+    datasets are (``petprobe.fetch``: resumable, 30 s socket timeout, checked against the sha256
     prefix in its name); when that fails the error names the file and how to pre-seed it. torch.hub checks the sha256 prefix in the file name only while downloading and
     trusts any file already in its cache; petprobe also checks cached files, so a replaced or
     truncated file is refused. ``check_hash=False`` skips that check for a file you placed there on

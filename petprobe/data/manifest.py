@@ -14,7 +14,7 @@ import pandas as pd
 from petprobe.progress import progress
 
 from petprobe.artefacts import SPLITS
-from petprobe.data.archives import printable_name
+from petprobe.data.filenames import printable_name
 from petprobe.data.datasets import assign_splits, cap_per_class
 from petprobe.data.images import inspect_image
 from petprobe.data.phash import file_phash, join_near_duplicates, phash_hex

@@ -14,9 +14,11 @@ from pathlib import Path
 
 from petprobe.artefacts import DOWNLOADS
 from petprobe.checksums import tree_digest
-from petprobe.data.archives import copy_tree, extract, fetch_archive
+from petprobe.data.archives import fetch_archive
 from petprobe.data.datasets import DatasetSpec
+from petprobe.data.mirror import copy_tree
 from petprobe.data.sample import SAMPLE_LAYOUTS, write_sample
+from petprobe.data.unpack import extract
 from petprobe.errors import PetprobeError
 
 __all__ = ["choose_source", "populate"]
