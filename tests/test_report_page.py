@@ -129,6 +129,13 @@ def test_multi_series_charts_colour_by_a_data_field_and_show_what_they_promise(t
         fields = [c.get("field") for c in _colours(charts[name])]
         assert fields and all(f not in (None, "rev") for f in fields)
         assert all(c.get("legend", {}) is not None for c in _colours(charts[name]))
+    # The legend names the series: the split of each curve file, the field of each attack curve.
+    import vl_convert
+
+    def svg(name):
+        return vl_convert.vegalite_to_svg({k: v for k, v in charts[name].items() if k != "$schema"})
+    assert ">train<" in svg("tiny-head-loss") and ">val<" in svg("tiny-head-loss")
+    assert ">png via predict success<" in svg("tiny-attack-success-vs-eps")
     # Every multi-series plot of the generated set uses such a template.
     for plot in dataset_plots("tiny"):
         if isinstance(plot, dict):
