@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-__all__ = ["plotted_heads", "dataset_plots", "plots_section", "caption", "image_caption", "write_dvc_yaml"]
+__all__ = ["plotted_heads", "dataset_plots", "chart_ids", "plots_section", "caption", "image_caption", "write_dvc_yaml"]
 
 _MARKER = "# Named plots"
 
@@ -123,6 +123,11 @@ def dataset_plots(ds: str) -> list:
     out += [_chart(ds, kind, _CHARTS[kind]) for kind in ("explain-deletion", "explain-insertion")]
     out.append(f"data/explain/{ds}")
     return out
+
+
+def chart_ids(ds: str) -> set[str]:
+    """The names of dataset ``ds``'s charts (its image plots are named by their paths)."""
+    return {next(iter(p)) for p in dataset_plots(ds) if isinstance(p, dict)}
 
 
 def caption(plot_id: str, ds: str) -> str:

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from petprobe.errors import PetprobeError
-from petprobe.reporting.plots import caption, image_caption, plotted_heads
+from petprobe.reporting.plots import caption, chart_ids, image_caption, plotted_heads
 from petprobe.reporting.provenance import dataset_provenance, git_state, run_date, versions
 
 __all__ = ["Readouts", "collect", "render_page", "HEADLINE_COLUMNS", "GLOSSARY", "PAGE_BUDGET", "head_names"]
@@ -260,7 +260,8 @@ def _image_figure(name: str, png: bytes, links_from: str) -> str:
 
 
 def _belongs(name: str, ds: str) -> bool:
-    return name.startswith(f"{ds}-") or f"/{ds}/" in f"/{name}"
+    # Charts by their generated names (so dataset "pets-small" is not also "pets"), pictures by their folder.
+    return name in chart_ids(ds) or ("." in Path(name).name and f"/{ds}/" in f"/{name}")
 
 
 def _matches(name: str, ds: str, kinds: tuple[str, ...], images: bool) -> bool:
