@@ -11,6 +11,7 @@ import io
 import json
 import re
 import subprocess
+from pathlib import Path
 
 import pytest
 import yaml
@@ -188,3 +189,28 @@ def test_a_page_of_the_samples_pictures_stays_within_budget_and_links_the_full_o
     assert len(page.encode()) <= PAGE_BUDGET
     assert page.count("<a href='../render/tiny/attack_") == 26  # each thumbnail opens its full PNG
     assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", page, re.I)
+
+
+@pytest.mark.skipif(__import__("tests.browser", fromlist=["chromium"]).chromium() is None
+                    and not __import__("os").environ.get("PETPROBE_REQUIRE_BROWSER"),
+                    reason="headless Chromium is not installed (CI installs it and sets PETPROBE_REQUIRE_BROWSER=1)")
+def test_the_sectioned_page_renders_whole_in_headless_chromium(tiny_page, tmp_path):
+    """A full-page screenshot (the window as tall as the page): drawn to its glossary, nothing refused.
+    With PETPROBE_SCREENSHOTS=<folder> the screenshot is kept there (CI keeps it as an artefact)."""
+    import os
+    import shutil
+
+    import numpy as np
+
+    from tests.browser import blank, open_offline
+
+    page = tmp_path / "index.html"
+    page.write_text(tiny_page[1])
+    shot = tmp_path / "report.png"
+    assert open_offline(page, shot, width=1280, height=5000) == []
+    assert not blank(shot)
+    ink = np.where(np.asarray(Image.open(shot).convert("L")).min(axis=1) < 200)[0]
+    assert 1500 < ink.max() < 4990  # the whole page fits the window: the screenshot is the full page
+    if os.environ.get("PETPROBE_SCREENSHOTS"):
+        Path(os.environ["PETPROBE_SCREENSHOTS"]).mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(shot, Path(os.environ["PETPROBE_SCREENSHOTS"]) / "report-page.png")

@@ -281,6 +281,7 @@ def _provenance_header(prov: dict) -> str:
             ("versions", html.escape(", ".join(f"{k} {v}" for k, v in prov.get("versions", {}).items())))]
     backbones = {(d.get("backbone"), d.get("weights_sha256"), d.get("weights_source"))
                  for d in prov.get("datasets", {}).values()}
+    backbones = {b for b in backbones if b[0]} or backbones  # datasets not embedded yet add no row
     for backbone, sha, source in sorted(backbones, key=str):
         rows.append(("backbone", f"{html.escape(str(backbone or 'not recorded'))}, weights sha256 "
                                  f"<code>{html.escape(str(sha or 'not recorded'))}</code>"
@@ -298,7 +299,7 @@ def _provenance_header(prov: dict) -> str:
         rejected = "not recorded" if d.get("rejected") is None else str(d["rejected"])
         cells = (html.escape(d.get("title") or ds),
                  html.escape(f"{d.get('source') or 'not recorded'}: {d.get('location') or ''}"),
-                 html.escape(counts), _number(d.get("n_classes")),
+                 html.escape(counts), html.escape(str(d.get("n_classes") or "not recorded")),
                  html.escape(rejected) + (f"<br><small>{html.escape(reasons[:300])}</small>" if reasons else ""))
         ds_rows.append(f"<tr><th><a href='#ds-{html.escape(ds)}'>{html.escape(ds)}</a></th>"
                        + "".join(f"<td class=l>{c}</td>" for c in cells) + "</tr>")
