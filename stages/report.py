@@ -1,6 +1,6 @@
 """report: one self-contained HTML page of the experiment, readable offline (data/report/index.html).
 
-Reads backbone (for the title) and the seeds and key params it lists in the page's header. Shows
+Reads datasets (whose sections the page has), backbone (for the title) and the seeds and key params it lists in the page's header. Shows
 what dvc.yaml declares, as `dvc metrics show` and `dvc plots show` see it, one section per dataset:
 the headline table, the other metrics, each named plot drawn to SVG (vl-convert, no JavaScript)
 with a caption, every image plot as a thumbnail linking to the full PNG; provenance and a glossary.
@@ -27,7 +27,7 @@ def main() -> None:
         "render.seed": params.render.seed, "render.head": params.render.head,
         "explain.seed": params.explain.seed, "explain.head": params.explain.head,
     }
-    readouts = collect(".", params=shown)
+    readouts = collect(".", params=shown, datasets=params.datasets)
     page = render_page(readouts, title=f"petprobe results: {params.backbone} backbone")
     path = Artefacts.report_page()
     path.parent.mkdir(parents=True, exist_ok=True)

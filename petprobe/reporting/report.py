@@ -111,16 +111,19 @@ def _dvc_json(root: Path, *args: str) -> dict:
     return json.loads(done.stdout or "{}")
 
 
-def collect(root: Path | str = ".", params: dict | None = None) -> Readouts:
+def collect(root: Path | str = ".", params: dict | None = None, datasets: list[str] | None = None) -> Readouts:
     """Every declared metric and plot of the workspace at ``root``, and their provenance.
 
     ``params``: the key params (seeds among them) the page lists in its header, as the stage read them.
+    ``datasets``: params.yaml's datasets, whose summaries the page shows (None: every metrics/<ds>.json;
+    a summary left from a dataset since removed from params is not a result of this run).
     """
     root = Path(root)
     out = Readouts()
     # evaluate's full summary of each dataset (every head, comparisons included): the headline table.
     for path in sorted((root / "metrics").glob("*.json")):
-        out.summaries[path.relative_to(root).as_posix()] = json.loads(path.read_text())
+        if datasets is None or path.stem in datasets:
+            out.summaries[path.relative_to(root).as_posix()] = json.loads(path.read_text())
     shown = _dvc_json(root, "metrics", "show")
     for rev in shown.values():
         for path, entry in (rev.get("data") or {}).items():
