@@ -1,9 +1,10 @@
 """report: one self-contained HTML page of the experiment, readable offline (data/report/index.html).
 
-Reads datasets (whose sections the page has), backbone (for the title) and the seeds and key params it lists in the page's header. Shows
-what dvc.yaml declares, as `dvc metrics show` and `dvc plots show` see it, one section per dataset:
-the headline table, the other metrics, each named plot drawn to SVG (vl-convert, no JavaScript)
-with a caption, every image plot as a thumbnail linking to the full PNG; provenance and a glossary.
+Reads datasets (whose sections the page has), backbone (for the title), and the seeds and key
+params it lists in the page's header. Shows what dvc.yaml declares, as `dvc metrics show` and
+`dvc plots show` see it, one section per dataset: the headline table, the other metrics, each named
+plot drawn to SVG (vl-convert, no JavaScript) with a caption, every image plot as a thumbnail
+linking to the full PNG; provenance and a glossary.
 """
 
 from __future__ import annotations

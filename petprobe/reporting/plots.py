@@ -70,7 +70,8 @@ _CHARTS = {
 }
 _HEAD_CHARTS = {
     "confusion": (
-        "confusion matrix on the test split", "petprobe_confusion", "actual", {"metrics/{ds}/{head}/confusion.csv": "predicted"},
+        "confusion matrix on the test split", "petprobe_confusion", "actual",
+        {"metrics/{ds}/{head}/confusion.csv": "predicted"},
         "true class", "predicted class",
         "Counts of test images; everything off the diagonal is a mistake (the number in each cell)."),
     "per-class-f1": (

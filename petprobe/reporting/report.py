@@ -171,7 +171,8 @@ def _page_picture(png: bytes) -> tuple[str, bytes, str]:
         if len(buffer.getvalue()) <= THUMB_BYTES or width <= 240:
             break
         width = width * 4 // 5
-    return "image/jpeg", buffer.getvalue(), f"{width} px thumbnail of a {image.width}×{image.height} px PNG ({len(png) / 1e6:.1f} MB)"
+    note = f"{width} px thumbnail of a {image.width}×{image.height} px PNG ({len(png) / 1e6:.1f} MB)"
+    return "image/jpeg", buffer.getvalue(), note
 
 
 def _data_uri(kind: str, payload: bytes) -> str:
