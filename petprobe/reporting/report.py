@@ -46,7 +46,7 @@ THUMB_BYTES = 60_000  # a thumbnail's share of PAGE_BUDGET: 26 pictures (the sam
 # One sentence per headline key: what it measures and on which images (the page's glossary).
 GLOSSARY = {
     "n_test": "Test images of the dataset (the split every headline number is measured on).",
-    "n_rejected": "Files prepare could not use (not an image, truncated, too small), listed with a reason in rejected.csv.",
+    "n_rejected": "Files prepare could not use (not an image, empty, truncated), listed with the reason in rejected.csv.",
     "top1": "Fraction of test images whose highest-probability class is the true one; [lo, hi] is the 95% Wilson interval.",
     "balanced_accuracy": "Mean over classes of the per-class recall, so a large class cannot hide a weak small one; "
                          "95% Wilson interval at Kish's effective sample size.",
