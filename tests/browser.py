@@ -62,7 +62,11 @@ def blank(screenshot: Path) -> bool:
 if __name__ == "__main__":
     page = Path(sys.argv[1])
     shot = Path(sys.argv[2]) if len(sys.argv) > 2 else page.with_suffix(".png")
-    console = open_offline(page, shot)
+    # A full-page screenshot: a window taller than the page (the sample's is about 22,000 px), cropped to what was drawn.
+    console = open_offline(page, shot, height=32000)
+    ink = np.where(np.asarray(Image.open(shot).convert("L")).min(axis=1) < 250)[0]
+    if ink.size:
+        Image.open(shot).crop((0, 0, Image.open(shot).size[0], min(int(ink.max()) + 40, 32000))).save(shot)
     print("\n".join(console) or "console: empty")
     problems = list(console)  # the page has no script: any console line is a refusal or an error
     if blank(shot):
