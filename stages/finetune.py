@@ -25,6 +25,7 @@ from petprobe.device import resolve_batch_size, resolve_device, resolve_precisio
 from petprobe.errors import PetprobeError, run_stage
 from petprobe.heads.comparisons import FinetuneNet, train_comparison, trunk_activations
 from petprobe.heads.logreg import LogRegHead
+from petprobe.heads.registry import FINETUNE, LOGREG
 from petprobe.labels import class_index
 from petprobe.outputs import write_json
 from petprobe.params import load_params
@@ -34,7 +35,7 @@ def main(ds: str) -> None:
     params = load_params(dataset=ds)
     cfg, embed, artefacts = params.finetune, params.embed, Artefacts(ds)
     if not cfg.enabled:
-        write_json(artefacts.comparison("finetune"), {"enabled": False})
+        write_json(artefacts.comparison(FINETUNE.name), {"enabled": False})
         print(f"finetune@{ds}: switched off (dvc exp run -S finetune.enabled=true)", file=sys.stderr)
         return
 
@@ -52,7 +53,7 @@ def main(ds: str) -> None:
     tail = tail.to(device)
     with torch.no_grad():
         embeddings = {s: torch.cat([tail(a) for a in acts[s].split(256)]).cpu().numpy() for s in ("train", "val")}
-    C = LogRegHead.load(artefacts.model("logreg")).C_
+    C = LogRegHead.load(artefacts.model(LOGREG.name)).C_
 
     def probe(fit_splits: tuple[str, ...]) -> LogRegHead:
         """logreg's C, fit on the splits the run trains on (train; then train+val for the refit)."""
@@ -70,7 +71,7 @@ def main(ds: str) -> None:
     result = train_comparison(make_net, acts, targets, labels, classes,
                               lr=cfg.lr, weight_decay=0.0, batch_size=cfg.batch_size, epochs=cfg.epochs,
                               seed=cfg.seed, desc=f"finetune {ds}")
-    write_json(artefacts.comparison("finetune"), {"enabled": True, "backbone": backbone.name, **result})
+    write_json(artefacts.comparison(FINETUNE.name), {"enabled": True, "backbone": backbone.name, **result})
     print(f"finetune@{ds}: val top1 {result['val_before']['top1']:.3f} (probe) -> {result['val']['top1']:.3f} "
           f"(epoch {result['best_epoch']}); test top1 {result['test']['top1']:.4f}", file=sys.stderr)
 

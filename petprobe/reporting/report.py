@@ -23,12 +23,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from petprobe.errors import PetprobeError
+from petprobe.heads.registry import HEADS
 
 __all__ = ["Readouts", "collect", "render_page", "HEADLINE_COLUMNS"]
 
 # The per-head numbers of metrics/<ds>.json, in table order (with their 95% interval when present).
 HEADLINE_COLUMNS = ("top1", "balanced_accuracy", "top3", "top5", "log_loss", "ece")
-_HEAD_NAMES = ("logreg", "head", "finetune", "scratch")
 # The page may load nothing but its own inline style and data: pictures; a browser refuses (and
 # logs) anything else, so an external URL slipping in is an error, not a silent network fetch.
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
@@ -132,7 +132,7 @@ def _headline_table(metrics: dict[str, dict]) -> str:
         ds = _dataset_of(path)
         if ds is None:
             continue
-        for head in _HEAD_NAMES:
+        for head in HEADS:
             numbers = data.get(head)
             if not isinstance(numbers, dict) or "top1" not in numbers:
                 continue
