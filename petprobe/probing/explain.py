@@ -33,7 +33,7 @@ from petprobe.probing.measures import (centred_gaussian, constant_maps, curve_au
                                        pet_share, pointing_hits, rank_correlation, read_trimap, trimap_like,
                                        uniform_map, TRIMAP_BACKGROUND)
 
-__all__ = ["Explanation", "explain_test_images"]
+__all__ = ["Explanation", "explain_test_images", "explain_headline", "explain_notes"]
 
 
 @dataclass
@@ -294,3 +294,39 @@ def explain_test_images(model: PixelClassifier, net: torch.nn.Module, transforms
                 title=f"{title}\nbackbone activations at {feature_depths} depths, most active channels first")
     report["n_shown"] = {"classes": len(by_class), "mistakes": len(confident)}
     return Explanation(report=report, figures=figures, curves=curves)
+
+
+def explain_headline(report: dict) -> dict:
+    """Grad-CAM's gains over its content-blind baselines, short flat keys (columns of `dvc metrics show`).
+
+    cam_pet_gain: pet share minus the uniform map's, on the trimap images (absent without trimaps);
+    cam_del_gain: random order's deletion AUC minus Grad-CAM's (positive: deleting in map order
+    hurts the prediction faster than random, as a faithful map should). Integrated gradients'
+    completeness error is in explain.json (the table must fit 200 characters).
+    """
+    out = {}
+    loc, faith = report["localisation"], report["faithfulness"]
+    if loc.get("n_images"):
+        out["cam_pet_gain"] = loc["grad_cam"]["pet_share_minus_uniform"]
+    out["cam_del_gain"] = round(faith["random"]["deletion_auc"] - faith["grad_cam"]["deletion_auc"], 4)
+    return out
+
+
+def explain_notes(report: dict) -> list[str]:
+    """What the explain stage tells its user (stderr): the headline numbers, then any warning."""
+    loc, faith, ig = report["localisation"], report["faithfulness"], report["integrated_gradients"]
+    where = (f"Grad-CAM pet share {loc['grad_cam']['pet_share']:.2f} vs uniform {loc['uniform']['pet_share']:.2f} "
+             f"on {loc['n_images']} trimap images, " if loc["n_images"] else "")
+    notes = [f"{where}deletion AUC Grad-CAM {faith['grad_cam']['deletion_auc']:.3f} vs random "
+             f"{faith['random']['deletion_auc']:.3f}, IG completeness error {ig['completeness_error']:.3f} "
+             f"(over {ig['tolerance']:g} on {ig['n_over_tolerance']} of {ig['n_images']} images), sanity flagged "
+             f"{report['sanity']['flagged'] or 'none'}"]
+    if not ig["mean_within_tolerance"]:
+        notes.append(f"integrated gradients' mean completeness error {ig['completeness_error']:.3f} is over "
+                     f"{ig['tolerance']:g} (Sundararajan et al.): their maps are a coarse approximation; raise "
+                     f"explain.ig_steps (now {ig['steps']})")
+    constant = {name: n for name, n in report["constant_maps"].items() if name != "n_images" and n}
+    if constant:
+        notes.append(f"constant maps (they locate nothing) on {report['constant_maps']['n_images']} measured "
+                     f"images: {constant}")
+    return notes
