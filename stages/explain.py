@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import asdict
 
 from petprobe.artefacts import Artefacts
 from petprobe.device import resolve_device
@@ -49,7 +48,7 @@ def main(ds: str) -> None:
         result = explain_test_images(
             model, net, pixel_transforms(backbone), test, [artefacts.trimap(p) for p in test.path], proba, classes,
             cam_layer=feature_map_layer(model, backbone, net),
-            **{k: v for k, v in asdict(params.explain).items() if k != "head"}, device=resolve_device(),
+            cfg=cfg, device=resolve_device(),
             title=f"{ds} test, {cfg.head} on {backbone.name}", progress=bar.update)
     report = {"backbone": backbone.name, "head": cfg.head, **result.report}
 
