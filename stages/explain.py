@@ -48,7 +48,7 @@ def main(ds: str) -> None:
         result = explain_test_images(
             model, net, pixel_transforms(backbone), test, [artefacts.trimap(p) for p in test.path], proba, classes,
             cam_layer=feature_map_layer(model, backbone, net),
-            cfg=cfg, device=resolve_device(),
+            cfg=params.explain, device=resolve_device(),
             title=f"{ds} test, {cfg.head} on {backbone.name}", progress=bar.update)
     report = {"backbone": backbone.name, "head": cfg.head, **result.report}
 

@@ -17,7 +17,7 @@ __all__ = ["finetune_last_block"]
 
 
 def finetune_last_block(tail: nn.Module, acts: dict, labels: dict, C: float, *, lr: float, batch_size: int,
-                        epochs: int, seed: int, device, desc: str, where: str = "finetune") -> dict:
+                        epochs: int, seed: int, device, desc: str, where: str) -> dict:
     """Fine-tune ``tail`` (the last block and what follows it up to the embedding) and a linear layer
     on the frozen trunk's activations ``acts`` (train, val, test) with ``labels`` (label arrays), by
     ``train_comparison``'s protocol. The linear layer starts from a logistic probe at logreg's ``C``
