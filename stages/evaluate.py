@@ -1,13 +1,15 @@
 """evaluate@<ds>: score both heads on the test split, with tables and pictures to read at a glance.
 
-Reads evaluate.grid_images. Writes metrics/<ds>.json:
-{n_test, n_rejected, logreg: {top1, top1_ci95, balanced_accuracy, balanced_accuracy_ci95, top3,
-top5, log_loss, ece, C, C_at_grid_edge (no/low/high, as train_logreg recorded it in
-metrics/<ds>/logreg_search.json)}, head: {...}} (95% intervals over the test images: Wilson for top-1, Wilson at Kish's effective sample size for balanced accuracy) plus, when the comparison stages
-are switched on, finetune: {...} and scratch: {...} (read from metrics/<ds>/<name>.json). Per head
-in metrics/<ds>/<head>/: headline.json (n_test, top1, balanced_accuracy, log_loss, ece: the rows of
-`dvc metrics show`; metrics/<ds>.json is the full summary), per_class.csv (precision, recall, F1; classes with test images), confusion.csv (a DVC confusion
-plot) and misclassified.png; and metrics/<ds>/samples.png, training images of every class.
+Reads evaluate.grid_images. Writes metrics/<ds>.json: {n_test, n_rejected, logreg: {top1,
+top1_ci95, balanced_accuracy, balanced_accuracy_ci95, top3, top5, log_loss, ece, C, C_at_grid_edge
+(no/low/high, as train_logreg recorded it in metrics/<ds>/logreg_search.json)}, head: {...}} (95%
+intervals over the test images: Wilson for top-1, Wilson at Kish's effective sample size for
+balanced accuracy) plus, when the comparison stages are switched on, finetune: {...} and scratch:
+{...} (read from metrics/<ds>/<name>.json). Per head in metrics/<ds>/<head>/: headline.json
+(n_test, top1, balanced_accuracy, log_loss, ece: the rows of `dvc metrics show`; metrics/<ds>.json
+is the full summary), per_class.csv (precision, recall, F1; classes with test images),
+confusion.csv (a DVC confusion plot) and misclassified.png; and metrics/<ds>/samples.png, training
+images of every class.
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ from petprobe.probing.attacks import attack_suite
 from petprobe.probing.classifier import head_classifier, pixel_transforms
 from petprobe.probing.ideal_targets import ideal_record, ideal_targets, train_colour
 from petprobe.probing.sheets import ideal_sheet
-from petprobe.probing.targeted import attack_pairs, pairs_in, render_headline, success_by_eps
+from petprobe.probing.targeted import attack_pairs, attacked_images, pairs_in, render_headline, success_by_eps
 from petprobe.probing.transfer import transfer_judge
 from petprobe.probing.visualise import ideal_images_of
 
@@ -64,9 +64,9 @@ def main(ds: str) -> None:
     eps_rows = success_by_eps(attacks, pooled)
     artefacts.write_render({"ideal.png": ideal_sheet(ideal), **{f"attack_{n}.png": s for n, s in sheets.items()}},
                            report, eps_rows, render_headline(eps_rows, report["ideal_summary"]))
-    attacked = sum(row["n_images"] for row in report["attacks"].values() if isinstance(row, dict) and "n_images" in row)
-    print(f"render@{ds}: {sum(len(v[1]) for v in ideal.values())} ideal images, {len(sheets)} attack pairs ({attacked} "
-          f"test images, at most render.n_images={cfg.n_images} per pair) on {device.type} in {time.perf_counter() - started:.0f}s", file=sys.stderr)
+    print(f"render@{ds}: {sum(len(v[1]) for v in ideal.values())} ideal images, {len(sheets)} attack pairs "
+          f"({attacked_images(report['attacks'])} test images, at most render.n_images={cfg.n_images} per pair) "
+          f"on {device.type} in {time.perf_counter() - started:.0f}s", file=sys.stderr)
 
 
 if __name__ == "__main__":

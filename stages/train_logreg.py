@@ -42,7 +42,8 @@ def main(ds: str) -> None:
     search = search_record(head)
     write_json(artefacts.logreg_search, search)
     unconverged = [row["C"] for row in search.get("path", []) if not row["converged"]]
-    edge = f"; at the {head.C_at_grid_edge_} edge of the converged grid: widen it" if head.C_at_grid_edge_ != "no" else ""
+    edge = (f"; at the {head.C_at_grid_edge_} edge of the converged grid: widen it"
+            if head.C_at_grid_edge_ != "no" else "")
     skipped = (f"; {len(unconverged)} C not converged within max_iter={cfg.max_iter} at tol={cfg.tol:g}, never chosen "
                f"({', '.join(f'{c:g}' for c in unconverged)})" if unconverged else "")
     print(f"train_logreg@{ds}: C={head.C_:.3g} by {SELECTION_RULE} ({search.get('folds', 0)} folds){edge}{skipped}; "

@@ -35,6 +35,9 @@ def finetune_last_block(tail: nn.Module, acts: dict, labels: dict, C: float, *, 
     if set(classes) != set(np.concatenate(list(labels.values()))):
         raise PetprobeError(f"{where}: every class needs training images")
     targets = {s: torch.as_tensor(class_index(y, classes)).to(device) for s, y in labels.items()}
-    return train_comparison(lambda fit_splits: FinetuneNet(copy.deepcopy(tail), probe(fit_splits).to_module()).to(device),
-                            acts, targets, labels, classes, lr=lr, weight_decay=0.0, batch_size=batch_size,
+
+    def make_net(fit_splits: tuple[str, ...]) -> nn.Module:  # a fresh copy of the pretrained tail per run
+        return FinetuneNet(copy.deepcopy(tail), probe(fit_splits).to_module()).to(device)
+
+    return train_comparison(make_net, acts, targets, labels, classes, lr=lr, weight_decay=0.0, batch_size=batch_size,
                             epochs=epochs, seed=seed, desc=desc)

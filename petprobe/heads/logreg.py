@@ -454,7 +454,8 @@ def recorded_grid_edge(artefacts: Artefacts) -> str:
     try:
         edge = json.loads(path.read_text())["C_at_grid_edge"]
     except (OSError, ValueError, KeyError, TypeError) as err:
-        raise PetprobeError(f"{path} is missing or has no C_at_grid_edge ({one_line(err)}); rerun train_logreg") from None
+        raise PetprobeError(f"{path} is missing or has no C_at_grid_edge ({one_line(err)}); "
+                            "rerun train_logreg") from None
     if edge not in GRID_EDGES:
         raise PetprobeError(f"{path}: C_at_grid_edge is {json.dumps(edge)[:40]}, not one of {', '.join(GRID_EDGES)}; "
                             "rerun train_logreg")

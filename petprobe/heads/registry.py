@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["HeadEntry", "HEADS", "LOGREG", "TORCH_HEAD", "FINETUNE", "SCRATCH", "TRAINED", "DEFAULT", "COMPARISONS", "get_head"]
+__all__ = ["HeadEntry", "HEADS", "LOGREG", "TORCH_HEAD", "FINETUNE", "SCRATCH", "TRAINED", "DEFAULT", "COMPARISONS",
+           "get_head"]
 
 
 @dataclass(frozen=True)

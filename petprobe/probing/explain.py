@@ -314,8 +314,8 @@ def draw_feature_maps(model: PixelClassifier, net: torch.nn.Module, images: torc
                       channels: int, title: str):
     """The backbone's activations of ``images`` at ``depths`` depths, the ``channels`` most active first."""
     normalised = model.normalize(images)
-    return feature_map_figure(images.cpu(), [[(n, a.cpu()) for n, a in feature_maps(net, x, depths)] for x in normalised],
-                              channels=channels,
+    activations = [[(n, a.cpu()) for n, a in feature_maps(net, x, depths)] for x in normalised]
+    return feature_map_figure(images.cpu(), activations, channels=channels,
                               title=f"{title}\nbackbone activations at {depths} depths, most active channels first")
 
 

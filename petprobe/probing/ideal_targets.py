@@ -23,9 +23,9 @@ __all__ = ["ideal_targets", "train_colour", "ideal_record"]
 _OWN_MEASURES = ("p_target_optimised", "p_target_optimisation_transforms", "p_target_heldout_transforms")
 
 
-def ideal_targets(model: nn.Module, classes: list[str], wanted: list[str], *, judges: dict[str, tuple[nn.Module, list[str]]],
-                  backbone: Backbone, net: nn.Module, imagenet_classes: list[int],
-                  device: torch.device) -> dict[str, IdealTarget]:
+def ideal_targets(model: nn.Module, classes: list[str], wanted: list[str], *,
+                  judges: dict[str, tuple[nn.Module, list[str]]], backbone: Backbone, net: nn.Module,
+                  imagenet_classes: list[int], device: torch.device) -> dict[str, IdealTarget]:
     """``{"": the dataset's classes, "imagenet_": ImageNet classes}``: the ``wanted`` classes ``model``
     has (else its first two), each judged by ``judges`` (``{name: (model, its class names)}``), and
     the ``imagenet_classes`` of the backbone's own classifier when it has one."""
@@ -34,8 +34,8 @@ def ideal_targets(model: nn.Module, classes: list[str], wanted: list[str], *, ju
         name: Judge(judge, [judge_classes.index(c) if c in judge_classes else None for c in names])
         for name, (judge, judge_classes) in judges.items()})}
     if (imagenet := imagenet_classifier(backbone, net)) is not None:
-        targets["imagenet_"] = IdealTarget(imagenet.to(device), [f"{i} {backbone.categories[i]}" for i in imagenet_classes],
-                                           list(imagenet_classes))
+        names = [f"{i} {backbone.categories[i]}" for i in imagenet_classes]
+        targets["imagenet_"] = IdealTarget(imagenet.to(device), names, list(imagenet_classes))
     return targets
 
 
