@@ -9,7 +9,7 @@ This module is the one owner of the layout (paths relative to the repository roo
                       rejected.csv        path,reason of every unusable file
     data/embeddings/<ds>/<split>.npy      float32 (N, dim), rows in manifest order
                         meta.json         backbone, weights sha256, preprocessing, precision, image lists
-    data/models/<ds>/logreg.npz, head.pt + head.json
+    data/models/<ds>/<model_file>          each saved head (heads.registry; head.pt has head.json beside it)
     data/render/<ds>/*.png
     data/explain/<ds>/*.png               feature maps, attribution maps, sanity check, curves
     metrics/<ds>.json                     full test summary of every head (the metrics table:
@@ -36,6 +36,7 @@ import pandas as pd
 
 from petprobe.checksums import image_list_sha256
 from petprobe.errors import PetprobeError, one_line
+from petprobe.heads.registry import HEADS, TRAINED
 from petprobe.outputs import atomic_dir, write_csv, write_json
 from petprobe.names import check_dataset_name
 
@@ -50,7 +51,6 @@ DOWNLOADS = Path("data/downloads")
 DOWNLOAD_PINS = "pinned.json"
 # DVC's cache of this repository: with `cache.type: symlink` the raw files are links into it.
 DVC_CACHE = Path(".dvc") / "cache"
-_MODEL_FILES = {"logreg": "logreg.npz", "head": "head.pt"}
 _RERUN_EMBED = "rerun the embed stage (dvc repro)"
 _RERUN_PREPARE = "rerun the prepare stage (dvc repro)"
 _PRECISIONS = ("fp32", "bf16", "fp16")
@@ -140,10 +140,10 @@ class Artefacts:
         return self.root / "data" / "models" / self.ds
 
     def model(self, name: str) -> Path:
-        """The file of trained head ``name`` (``logreg`` or ``head``)."""
-        if name not in _MODEL_FILES:
-            raise PetprobeError(f"unknown model '{name}' (valid: {', '.join(sorted(_MODEL_FILES))})")
-        return self.models / _MODEL_FILES[name]
+        """The file of trained head ``name`` (one of ``heads.registry.TRAINED``)."""
+        if name not in TRAINED:
+            raise PetprobeError(f"unknown model '{name}' (valid: {', '.join(sorted(TRAINED))})")
+        return self.models / HEADS[name].model_file
 
     @property
     def render(self) -> Path:
@@ -225,6 +225,16 @@ class Artefacts:
     @property
     def render_report(self) -> Path:
         return self.metrics / "render.json"
+
+    def write_render(self, pictures: dict, report: dict, eps_rows: list[dict], headline: dict) -> None:
+        """What the render stage writes: its pictures (``{file name: PIL image}``, published together as
+        PNG files), render.json, render_eps.json and render_headline.json."""
+        with atomic_dir(self.render) as out:
+            for name, picture in pictures.items():
+                picture.save(out / name)
+        write_json(self.render_report, report)
+        write_json(self.render_eps, eps_rows)
+        write_json(self.render_headline, headline)
 
     @property
     def render_eps(self) -> Path:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from petprobe import __version__
 from petprobe.errors import PetprobeError, error_line, shorten
+from petprobe.heads.registry import DEFAULT, HEADS, TRAINED
 from petprobe.names import printable
 
 __all__ = ["main", "build_parser", "predict_command", "backbones_command"]
@@ -79,8 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "current folder upward, or given with --repo.")
     predict.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders (searched recursively)")
     predict.add_argument("--dataset", required=True, help="the dataset whose trained model to use, e.g. pets")
-    predict.add_argument("--model", choices=("head", "logreg"), default="head",
-                         help="torch head or logistic regression (default: head)")
+    predict.add_argument("--model", choices=TRAINED, default=DEFAULT,
+                         help=f"{' or '.join(HEADS[name].label for name in TRAINED)} (default: {DEFAULT})")
     predict.add_argument("--repo", metavar="DIR",
                          help="the petprobe repository (default: the current folder or the nearest one above it)")
     predict.add_argument("--top-k", type=int, default=3, help="classes shown per image (default: 3)")

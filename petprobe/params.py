@@ -20,6 +20,7 @@ import yaml
 
 from petprobe import catalogue
 from petprobe.errors import PetprobeError, one_line, shorten
+from petprobe.heads.registry import DEFAULT, TRAINED
 from petprobe.names import check_dataset_name
 
 __all__ = [
@@ -130,7 +131,7 @@ class EvaluateParams:
 @dataclass(frozen=True)
 class RenderParams:
     seed: int = _seed(0)
-    head: str = _spec("head", choices=("head", "logreg"))  # which trained head the images are made for
+    head: str = _spec(DEFAULT, choices=TRAINED)  # which trained head the images are made for
     # Ideal images: classes not in a dataset are skipped, so one list serves every dataset.
     classes: list[str] = _spec(["Cat", "Dog", "Abyssinian", "Siamese", "american_bulldog", "yorkshire_terrier"])
     imagenet_classes: list[int] = _spec([284, 340])  # only for backbones with an ImageNet classifier
@@ -158,7 +159,7 @@ class RenderParams:
 @dataclass(frozen=True)
 class ExplainParams:
     seed: int = _seed(0)
-    head: str = _spec("head", choices=("head", "logreg"))  # which trained head is explained
+    head: str = _spec(DEFAULT, choices=TRAINED)  # which trained head is explained
     # Measured images (test split, those with a trimap first): localisation, then the first of them
     # for deletion/insertion and the sanity check.
     n_images: int = _spec(32, ge=1, le=100_000)

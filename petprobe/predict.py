@@ -21,6 +21,7 @@ from petprobe.data.images import inspect_image
 from petprobe.device import resolve_device, resolve_precision
 from petprobe.embedding.embed import embed_images, embedding_backbone
 from petprobe.errors import PetprobeError
+from petprobe.heads.registry import DEFAULT
 from petprobe.heads.trained import load_head
 
 __all__ = ["Prediction", "Predictor", "image_files"]
@@ -77,7 +78,7 @@ class Predictor:
         return self.backbone.build()
 
     @classmethod
-    def for_dataset(cls, ds: str, model: str = "head", *, root: str | Path = ".") -> "Predictor":
+    def for_dataset(cls, ds: str, model: str = DEFAULT, *, root: str | Path = ".") -> "Predictor":
         artefacts = Artefacts(ds, Path(root))
         if not artefacts.embeddings_meta.is_file():
             trained = Artefacts.trained(Path(root))

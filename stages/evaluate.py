@@ -1,13 +1,15 @@
 """evaluate@<ds>: score both heads on the test split, with tables and pictures to read at a glance.
 
-Reads evaluate.grid_images. Writes metrics/<ds>.json:
-{n_test, n_rejected, logreg: {top1, top1_ci95, balanced_accuracy, balanced_accuracy_ci95, top3,
-top5, log_loss, ece, C, C_at_grid_edge}, head: {...}} (95% intervals over the test images: Wilson
-for top-1, Wilson at Kish's effective sample size for balanced accuracy) plus, when the comparison stages
-are switched on, finetune: {...} and scratch: {...} (read from metrics/<ds>/<name>.json). Per head
-in metrics/<ds>/<head>/: headline.json (n_test, top1, balanced_accuracy, log_loss, ece: the rows of
-`dvc metrics show`; metrics/<ds>.json is the full summary), per_class.csv (precision, recall, F1; classes with test images), confusion.csv (a DVC confusion
-plot) and misclassified.png; and metrics/<ds>/samples.png, training images of every class.
+Reads evaluate.grid_images. Writes metrics/<ds>.json: {n_test, n_rejected, logreg: {top1,
+top1_ci95, balanced_accuracy, balanced_accuracy_ci95, top3, top5, log_loss, ece, C, C_at_grid_edge
+(no/low/high, as train_logreg recorded it in metrics/<ds>/logreg_search.json)}, head: {...}} (95%
+intervals over the test images: Wilson for top-1, Wilson at Kish's effective sample size for
+balanced accuracy) plus, when the comparison stages are switched on, finetune: {...} and scratch:
+{...} (read from metrics/<ds>/<name>.json). Per head in metrics/<ds>/<head>/: headline.json
+(n_test, top1, balanced_accuracy, log_loss, ece: the rows of `dvc metrics show`; metrics/<ds>.json
+is the full summary), per_class.csv (precision, recall, F1; classes with test images),
+confusion.csv (a DVC confusion plot) and misclassified.png; and metrics/<ds>/samples.png, training
+images of every class.
 """
 
 from __future__ import annotations
@@ -16,14 +18,14 @@ import sys
 
 from petprobe.artefacts import Artefacts
 from petprobe.errors import run_stage
-from petprobe.heads.trained import HEADS, load_head
+from petprobe.heads.logreg import recorded_grid_edge
+from petprobe.heads.registry import COMPARISONS, LOGREG, TRAINED
+from petprobe.heads.trained import load_head
 from petprobe.labels import align_proba
 from petprobe.outputs import write_csv, write_json
 from petprobe.params import load_params
 from petprobe.reporting.figures import class_samples_grid, misclassified_grid, save_figure
 from petprobe.reporting.metrics import confusion, headline, per_class_report, summary
-
-COMPARISONS = ("finetune", "scratch")
 
 
 def main(ds: str) -> None:
@@ -33,7 +35,7 @@ def main(ds: str) -> None:
     manifest, classes = artefacts.read_manifest()
     test, train = manifest[manifest.split == "test"], manifest[manifest.split == "train"]
     X, y = artefacts.read_split(manifest, "test"), test.label.to_numpy()
-    heads = {name: load_head(artefacts, name) for name in HEADS}
+    heads = {name: load_head(artefacts, name) for name in TRAINED}
 
     report: dict = {"n_test": int(len(test)), "n_rejected": int(len(artefacts.read_rejected()))}
     for name, head in heads.items():
@@ -45,10 +47,8 @@ def main(ds: str) -> None:
         save_figure(misclassified_grid(test.path.tolist(), y, proba, classes, limit=cfg.grid_images,
                                        title=f"{ds} test, {name}: most confident mistakes"),
                     out / "misclassified.png")
-    logreg = heads["logreg"]
-    report["logreg"]["C"] = round(logreg.C_, 8)
-    # A pick at the end of the grid means the optimum may lie beyond it (see logreg_search.json).
-    report["logreg"]["C_at_grid_edge"] = len(logreg.cs) > 2 and logreg.C_ in (min(logreg.cs), max(logreg.cs))
+    # A pick at the end of the converged grid means the optimum may lie beyond it: as train_logreg recorded it.
+    report[LOGREG.name].update(C=round(heads[LOGREG.name].C_, 8), C_at_grid_edge=recorded_grid_edge(artefacts))
     for name in COMPARISONS:
         if (metrics := artefacts.read_comparison(name)) is not None:
             report[name] = metrics

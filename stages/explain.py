@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import asdict
 
 from petprobe.artefacts import Artefacts
 from petprobe.device import resolve_device
@@ -26,7 +25,7 @@ from petprobe.outputs import atomic_dir, write_json
 from petprobe.params import load_params
 from petprobe.probing.attribution import feature_map_layer, split_classifier
 from petprobe.probing.classifier import pixel_transforms
-from petprobe.probing.explain import explain_test_images
+from petprobe.probing.explain import explain_headline, explain_notes, explain_test_images
 from petprobe.progress import progress
 from petprobe.reporting.figures import save_figure
 
@@ -49,7 +48,7 @@ def main(ds: str) -> None:
         result = explain_test_images(
             model, net, pixel_transforms(backbone), test, [artefacts.trimap(p) for p in test.path], proba, classes,
             cam_layer=feature_map_layer(model, backbone, net),
-            **{k: v for k, v in asdict(params.explain).items() if k != "head"}, device=resolve_device(),
+            cfg=params.explain, device=resolve_device(),
             title=f"{ds} test, {cfg.head} on {backbone.name}", progress=bar.update)
     report = {"backbone": backbone.name, "head": cfg.head, **result.report}
 
@@ -60,37 +59,10 @@ def main(ds: str) -> None:
     write_json(artefacts.explain_headline, explain_headline(report))
     for kind, rows in result.curves.items():
         write_json(artefacts.explain_curve(kind), rows)
-    loc, faith, ig = report["localisation"], report["faithfulness"], report["integrated_gradients"]
-    where = (f"Grad-CAM pet share {loc['grad_cam']['pet_share']:.2f} vs uniform {loc['uniform']['pet_share']:.2f} "
-             f"on {loc['n_images']} trimap images, " if loc["n_images"] else "")
-    print(f"explain@{ds}: {where}deletion AUC Grad-CAM {faith['grad_cam']['deletion_auc']:.3f} vs random "
-          f"{faith['random']['deletion_auc']:.3f}, IG completeness error {ig['completeness_error']:.3f} "
-          f"(over {ig['tolerance']:g} on {ig['n_over_tolerance']} of {ig['n_images']} images), sanity flagged "
-          f"{report['sanity']['flagged'] or 'none'}; {time.perf_counter() - started:.0f}s", file=sys.stderr)
-    if not ig["mean_within_tolerance"]:
-        print(f"explain@{ds}: integrated gradients' mean completeness error {ig['completeness_error']:.3f} is over "
-              f"{ig['tolerance']:g} (Sundararajan et al.): their maps are a coarse approximation; raise explain.ig_steps "
-              f"(now {ig['steps']})", file=sys.stderr)
-    constant = {name: n for name, n in report["constant_maps"].items() if name != "n_images" and n}
-    if constant:
-        print(f"explain@{ds}: constant maps (they locate nothing) on {report['constant_maps']['n_images']} measured "
-              f"images: {constant}", file=sys.stderr)
-
-
-def explain_headline(report: dict) -> dict:
-    """Grad-CAM's gains over its content-blind baselines, short flat keys (columns of `dvc metrics show`).
-
-    cam_pet_gain: pet share minus the uniform map's, on the trimap images (absent without trimaps);
-    cam_del_gain: random order's deletion AUC minus Grad-CAM's (positive: deleting in map order
-    hurts the prediction faster than random, as a faithful map should). Integrated gradients'
-    completeness error is in explain.json (the table must fit 200 characters).
-    """
-    out = {}
-    loc, faith = report["localisation"], report["faithfulness"]
-    if loc.get("n_images"):
-        out["cam_pet_gain"] = loc["grad_cam"]["pet_share_minus_uniform"]
-    out["cam_del_gain"] = round(faith["random"]["deletion_auc"] - faith["grad_cam"]["deletion_auc"], 4)
-    return out
+    notes = explain_notes(report)
+    print(f"explain@{ds}: {notes[0]}; {time.perf_counter() - started:.0f}s", file=sys.stderr)
+    for note in notes[1:]:
+        print(f"explain@{ds}: {note}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -13,19 +13,16 @@ metrics/<ds>.json.
 
 from __future__ import annotations
 
-import copy
 import sys
-
-import numpy as np
-import torch
 
 from petprobe.artefacts import SPLITS, Artefacts
 from petprobe.backbones import get_backbone
 from petprobe.device import resolve_batch_size, resolve_device, resolve_precision
-from petprobe.errors import PetprobeError, run_stage
-from petprobe.heads.comparisons import FinetuneNet, train_comparison, trunk_activations
+from petprobe.errors import run_stage
+from petprobe.heads.comparisons import trunk_activations
+from petprobe.heads.finetune import finetune_last_block
 from petprobe.heads.logreg import LogRegHead
-from petprobe.labels import class_index
+from petprobe.heads.registry import FINETUNE, LOGREG
 from petprobe.outputs import write_json
 from petprobe.params import load_params
 
@@ -34,7 +31,7 @@ def main(ds: str) -> None:
     params = load_params(dataset=ds)
     cfg, embed, artefacts = params.finetune, params.embed, Artefacts(ds)
     if not cfg.enabled:
-        write_json(artefacts.comparison("finetune"), {"enabled": False})
+        write_json(artefacts.comparison(FINETUNE.name), {"enabled": False})
         print(f"finetune@{ds}: switched off (dvc exp run -S finetune.enabled=true)", file=sys.stderr)
         return
 
@@ -49,28 +46,11 @@ def main(ds: str) -> None:
                                  desc=f"finetune {ds}: frozen trunk, {s}")
             for s, rows in splits.items()}
 
-    tail = tail.to(device)
-    with torch.no_grad():
-        embeddings = {s: torch.cat([tail(a) for a in acts[s].split(256)]).cpu().numpy() for s in ("train", "val")}
-    C = LogRegHead.load(artefacts.model("logreg")).C_
-
-    def probe(fit_splits: tuple[str, ...]) -> LogRegHead:
-        """logreg's C, fit on the splits the run trains on (train; then train+val for the refit)."""
-        return LogRegHead(cs=(C,)).fit(np.concatenate([embeddings[s] for s in fit_splits]),
-                                       np.concatenate([splits[s].label.to_numpy() for s in fit_splits]))
-
-    classes = [str(c) for c in probe(("train",)).classes_]
-    if set(classes) != set(manifest.label):
-        raise PetprobeError(f"finetune@{ds}: every class needs training images")
-    targets = {s: torch.as_tensor(class_index(rows.label, classes)).to(device) for s, rows in splits.items()}
     labels = {s: rows.label.to_numpy() for s, rows in splits.items()}
-
-    # A fresh copy of the tail per run: the refit starts from the pretrained block, not the tuned one.
-    make_net = lambda fit_splits: FinetuneNet(copy.deepcopy(tail), probe(fit_splits).to_module()).to(device)  # noqa: E731
-    result = train_comparison(make_net, acts, targets, labels, classes,
-                              lr=cfg.lr, weight_decay=0.0, batch_size=cfg.batch_size, epochs=cfg.epochs,
-                              seed=cfg.seed, desc=f"finetune {ds}")
-    write_json(artefacts.comparison("finetune"), {"enabled": True, "backbone": backbone.name, **result})
+    result = finetune_last_block(tail, acts, labels, LogRegHead.load(artefacts.model(LOGREG.name)).C_, lr=cfg.lr,
+                                 batch_size=cfg.batch_size, epochs=cfg.epochs, seed=cfg.seed, device=device,
+                                 desc=f"finetune {ds}", where=f"finetune@{ds}")
+    write_json(artefacts.comparison(FINETUNE.name), {"enabled": True, "backbone": backbone.name, **result})
     print(f"finetune@{ds}: val top1 {result['val_before']['top1']:.3f} (probe) -> {result['val']['top1']:.3f} "
           f"(epoch {result['best_epoch']}); test top1 {result['test']['top1']:.4f}", file=sys.stderr)
 

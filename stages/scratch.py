@@ -20,6 +20,7 @@ from petprobe.data.images import load_images
 from petprobe.device import resolve_device
 from petprobe.errors import run_stage
 from petprobe.heads.comparisons import SmallCNN, random_flip, train_comparison
+from petprobe.heads.registry import SCRATCH
 from petprobe.labels import class_index
 from petprobe.outputs import write_json
 from petprobe.params import load_params
@@ -29,7 +30,7 @@ def main(ds: str) -> None:
     params = load_params(dataset=ds)
     cfg, artefacts = params.scratch, Artefacts(ds)
     if not cfg.enabled:
-        write_json(artefacts.comparison("scratch"), {"enabled": False})
+        write_json(artefacts.comparison(SCRATCH.name), {"enabled": False})
         print(f"scratch@{ds}: switched off (dvc exp run -S scratch.enabled=true)", file=sys.stderr)
         return
 
@@ -47,7 +48,7 @@ def main(ds: str) -> None:
                               lr=cfg.lr, weight_decay=1e-4, batch_size=cfg.batch_size, epochs=cfg.epochs,
                               seed=cfg.seed, augment=random_flip, desc=f"scratch {ds}")
     result.pop("val_before")  # a random network's val score says nothing here
-    write_json(artefacts.comparison("scratch"), {"enabled": True, "image_size": cfg.image_size, **result})
+    write_json(artefacts.comparison(SCRATCH.name), {"enabled": True, "image_size": cfg.image_size, **result})
     print(f"scratch@{ds}: best epoch {result['best_epoch']}/{result['epochs_run']}, val top1 "
           f"{result['val']['top1']:.3f}, test top1 {result['test']['top1']:.4f}", file=sys.stderr)
 

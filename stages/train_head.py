@@ -14,6 +14,7 @@ import sys
 
 from petprobe.artefacts import Artefacts
 from petprobe.errors import run_stage
+from petprobe.heads.registry import TORCH_HEAD
 from petprobe.heads.torch_head import TorchHead
 from petprobe.labels import warn_missing_classes
 from petprobe.params import load_params
@@ -31,7 +32,7 @@ def main(ds: str) -> None:
     head.fit(X["train"], y["train"], X["val"], y["val"], desc=f"train_head {ds}")
     warn_missing_classes(f"train_head@{ds}", classes, head.classes_)
 
-    head.save(artefacts.model("head"))
+    head.save(artefacts.model(TORCH_HEAD.name))
     write_curves(artefacts.train_head_log, head.history_, head.best_epoch_,
                  title=f"train_head@{ds}: hidden {cfg.hidden}, dropout {cfg.dropout}, lr {cfg.lr}"
                        + (" (then refit on train+val up to the best epoch)" if head.refit_ else ""),

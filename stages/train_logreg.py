@@ -12,14 +12,14 @@ its folds and whether every fold converged; a DVC plot).
 
 from __future__ import annotations
 
-import math
 import sys
 
 import numpy as np
 
 from petprobe.artefacts import Artefacts
 from petprobe.errors import run_stage
-from petprobe.heads.logreg import SELECTION_RULE, LogRegHead, c_grid
+from petprobe.heads.logreg import SELECTION_RULE, LogRegHead, c_grid, search_record
+from petprobe.heads.registry import LOGREG
 from petprobe.labels import warn_missing_classes
 from petprobe.outputs import write_json
 from petprobe.params import load_params
@@ -37,38 +37,20 @@ def main(ds: str) -> None:
     head = LogRegHead(cs=tuple(cs), max_iter=cfg.max_iter, tol=cfg.tol, cv_folds=cfg.cv_folds, random_state=cfg.seed)
     head.fit(X_dev, y_dev)
     warn_missing_classes(f"train_logreg@{ds}", classes, head.classes_)
-    head.save(artefacts.model("logreg"))
+    head.save(artefacts.model(LOGREG.name))
 
-    search = {"rule": SELECTION_RULE, "C": round(head.C_, 8), "C_at_grid_edge": head.C_at_grid_edge_ or "no",
-              "tol": cfg.tol, "max_iter": cfg.max_iter, "refit_n_iter": head.n_iter_,
-              "refit_converged": head.converged_}
-    unconverged = []
-    if len(cs) > 1:
-        loss, acc = head.cv_log_loss_, head.cv_accuracy_
-        unconverged = [float(f"{c:.6g}") for c, ok in zip(cs, head.C_converged_) if not ok]
-        search["folds"] = int(loss.shape[0])
-        search["n_C_not_converged"] = len(unconverged)
-        usable = np.flatnonzero(head.C_converged_)
-        search["C_lowest_mean_log_loss"] = float(f"{cs[usable[int(np.argmin(loss.mean(axis=0)[usable]))]]:.6g}")
-        search["one_se"] = round(head.cv_log_loss_se_, 6)
-        # One row per C: the search plot (mean with sd over folds as error bars), not metrics.
-        search["path"] = [{"log10_C": round(float(np.log10(c)), 4), "C": float(f"{c:.6g}"),
-                           "cv_log_loss_mean": round(float(loss[:, i].mean()), 6),
-                           "cv_log_loss_sd": round(float(loss[:, i].std(ddof=1)), 6),
-                           "cv_accuracy_mean": round(float(acc[:, i].mean()), 6),
-                           "cv_accuracy_sd": round(float(acc[:, i].std(ddof=1)), 6),
-                           "n_iter": int(head.cv_n_iter_[:, i].max()), "converged": bool(head.C_converged_[i]),
-                           "chosen": bool(c == head.C_)}
-                          for i, c in enumerate(cs)]
+    search = search_record(head)
     write_json(artefacts.logreg_search, search)
-    edge = (f"; at the {head.C_at_grid_edge_} edge of the converged grid: widen it" if head.C_at_grid_edge_ else "")
+    unconverged = [row["C"] for row in search.get("path", []) if not row["converged"]]
+    edge = (f"; at the {head.C_at_grid_edge_} edge of the converged grid: widen it"
+            if head.C_at_grid_edge_ != "no" else "")
     skipped = (f"; {len(unconverged)} C not converged within max_iter={cfg.max_iter} at tol={cfg.tol:g}, never chosen "
                f"({', '.join(f'{c:g}' for c in unconverged)})" if unconverged else "")
     print(f"train_logreg@{ds}: C={head.C_:.3g} by {SELECTION_RULE} ({search.get('folds', 0)} folds){edge}{skipped}; "
           f"refit on {len(y_dev)} images x {X_dev.shape[1]} dims in {head.n_iter_} iterations", file=sys.stderr)
     if not head.converged_:
         print(f"train_logreg@{ds}: warning: the refit at C={head.C_:.3g} did not converge within max_iter="
-              f"{cfg.max_iter} (largest gradient component {head.gradient_max_:.2g} > tol {cfg.tol:g})", file=sys.stderr)
+              f"{cfg.max_iter} (relative gradient {head.relative_gradient_:.2g} > tol {cfg.tol:g})", file=sys.stderr)
 
 
 if __name__ == "__main__":

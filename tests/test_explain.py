@@ -274,6 +274,7 @@ def test_constant_grad_cam_maps_are_counted_and_flagged_by_the_sanity_check():
     """A head whose every weight is negative: the predicted class's gradient is negative in every
     channel of the (non-negative, post-ReLU6) map, so Grad-CAM's ReLU leaves nothing. Such maps
     locate nothing; the report counts them and the sanity check flags the method."""
+    from petprobe.params import ExplainParams
     from petprobe.probing.explain import explain_test_images
 
     backbone = get_backbone("efficientnet_lite0")
@@ -287,9 +288,10 @@ def test_constant_grad_cam_maps_are_counted_and_flagged_by_the_sanity_check():
                          "label": ["a", "b"]})
     result = explain_test_images(
         model, net, pixel_transforms(backbone), test, [None, None], np.full((2, 2), 0.5), ["a", "b"],
-        cam_layer=feature_map_layer(model, backbone, net), n_images=2, faithfulness_images=1, sanity_images=2,
-        ig_steps=2, curve_steps=2, deletion="black", sanity_threshold=0.5,
-        per_class=0, mistakes=0, feature_images=0, feature_depths=1, feature_channels=1, batch_size=4, seed=0)
+        cam_layer=feature_map_layer(model, backbone, net),
+        cfg=ExplainParams(n_images=2, faithfulness_images=1, sanity_images=2, ig_steps=2, curve_steps=2,
+                          deletion="black", sanity_threshold=0.5, per_class=0, mistakes=0, feature_images=0,
+                          feature_depths=1, feature_channels=1, batch_size=4, seed=0))
     report = result.report
     assert report["constant_maps"] == {"n_images": 2, "grad_cam": 2, "integrated_gradients": 0}
     assert report["sanity"]["grad_cam"]["constant_trained_maps"] == 2 and "grad_cam" in report["sanity"]["flagged"]

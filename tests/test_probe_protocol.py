@@ -44,7 +44,7 @@ def test_c_is_the_one_se_pick_of_fold_log_losses_computed_independently():
     se = reference[:, best].std(ddof=1) / np.sqrt(5)
     one_se = min(C for C, m in zip(CS, mean) if m <= mean[best] + se)
     assert head.C_ == one_se and head.cv_log_loss_se_ == pytest.approx(se, rel=5e-2)
-    assert CS[0] < head.C_ <= CS[best] < CS[-1] and head.C_at_grid_edge_ == ""
+    assert CS[0] < head.C_ <= CS[best] < CS[-1] and head.C_at_grid_edge_ == "no"
     # Refit on train+val, it predicts along the informative direction.
     assert head.predict(np.array([[3.0] + [0.0] * 39, [-3.0] + [0.0] * 39])).tolist() == ["Dog", "Cat"]
 
@@ -59,7 +59,7 @@ def test_labels_unrelated_to_the_features_pick_the_low_edge_and_say_so():
 def test_one_c_means_no_search():
     X, y = _one_informative_feature()
     head = LogRegHead(cs=(0.1,)).fit(X, y)
-    assert head.C_ == 0.1 and head.C_at_grid_edge_ == "" and not hasattr(head, "cv_log_loss_")
+    assert head.C_ == 0.1 and head.C_at_grid_edge_ == "no" and not hasattr(head, "cv_log_loss_")
 
 
 def test_wilson_interval_matches_the_hand_computed_one():

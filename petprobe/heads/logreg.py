@@ -23,6 +23,7 @@ never chosen.
 
 from __future__ import annotations
 
+import json
 import warnings
 import zipfile
 from pathlib import Path
@@ -38,14 +39,16 @@ from sklearn.model_selection import StratifiedKFold
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
-from petprobe.artefacts import read_npy_header
+from petprobe.artefacts import Artefacts, read_npy_header
 from petprobe.errors import PetprobeError, one_line
 from petprobe.outputs import save_npz
 
-__all__ = ["LogRegHead", "PathScores", "c_grid", "c_path_scores", "cv_path_scores", "relative_gradient",
+__all__ = ["LogRegHead", "PathScores", "GRID_EDGES", "c_grid", "recorded_grid_edge", "search_record", "c_path_scores", "cv_path_scores", "relative_gradient",
            "SELECTION_RULE"]
 
 SELECTION_RULE = "stratified_kfold_cv_log_loss_one_se"
+# Where the chosen C sits in the converged grid: its one encoding, in memory, logreg_search.json and metrics/<ds>.json.
+GRID_EDGES = ("no", "low", "high")
 
 
 def c_grid(c_min: float, c_max: float, c_steps: int) -> np.ndarray:
@@ -269,8 +272,8 @@ class LogRegHead(ClassifierMixin, BaseEstimator):
     After ``fit`` with several C: ``cv_accuracy_``, ``cv_log_loss_``, ``cv_n_iter_`` and
     ``cv_converged_`` (n_folds, n_C); ``C_converged_`` (n_C,), True where every fold converged;
     ``C_`` (among those, the smallest C whose mean fold log-loss is within ``cv_log_loss_se_``, one
-    standard error over folds, of the lowest) and ``C_at_grid_edge_`` ("low", "high" or "", when the
-    pick is the smallest or largest converged C of the grid, a sign the grid is too narrow). Always:
+    standard error over folds, of the lowest) and ``C_at_grid_edge_`` ("low" or "high" when the pick
+    is the smallest or largest converged C of the grid, a sign the grid is too narrow; else "no"). Always:
     ``n_iter_`` and ``converged_`` of the final fit at ``C_``.
     """
 
@@ -291,7 +294,7 @@ class LogRegHead(ClassifierMixin, BaseEstimator):
         if X_val is not None and len(X_val):
             X, y = np.concatenate([X, _features(X_val)]), np.concatenate([y, np.asarray(y_val)])
         cs = np.array([float(c) for c in self.cs])
-        self.C_at_grid_edge_ = ""
+        self.C_at_grid_edge_ = "no"
         if len(cs) > 1:
             scores = cv_path_scores(X, y, cs, folds=self.cv_folds, max_iter=self.max_iter, tol=self.tol,
                                     random_state=self.random_state)
@@ -414,3 +417,46 @@ _LOGREG_ARRAYS = {"coef": (2, "f"), "intercept": (1, "f"), "classes": (1, "U"), 
                   "scaler_scale": (1, "f"), "C": (0, "f"), "cs": (1, "f"), "max_iter": (0, "iu"),
                   "tol": (0, "f")}
 
+
+
+def search_record(head: LogRegHead) -> dict:
+    """What a fitted ``head``'s C search found (``logreg_search.json``): the rule, the chosen C, whether
+    it sits at an edge of the converged grid, the refit's iterations and convergence and, after a
+    search over several C, the folds, the C not converged, the lowest-loss C, the one-SE margin and
+    one ``path`` row per C (log10_C, mean and sd over folds of log-loss and accuracy, the most
+    L-BFGS iterations of its folds, whether every fold converged, whether it was chosen)."""
+    search = {"rule": SELECTION_RULE, "C": round(head.C_, 8), "C_at_grid_edge": head.C_at_grid_edge_,
+              "tol": head.tol, "max_iter": head.max_iter, "refit_n_iter": head.n_iter_,
+              "refit_converged": head.converged_}
+    cs = head.cs
+    if len(cs) > 1:
+        loss, acc = head.cv_log_loss_, head.cv_accuracy_
+        search["folds"] = int(loss.shape[0])
+        search["n_C_not_converged"] = int(np.count_nonzero(~head.C_converged_))
+        usable = np.flatnonzero(head.C_converged_)
+        search["C_lowest_mean_log_loss"] = float(f"{cs[usable[int(np.argmin(loss.mean(axis=0)[usable]))]]:.6g}")
+        search["one_se"] = round(head.cv_log_loss_se_, 6)
+        # One row per C: the search plot (mean with sd over folds as error bars), not metrics.
+        search["path"] = [{"log10_C": round(float(np.log10(c)), 4), "C": float(f"{c:.6g}"),
+                           "cv_log_loss_mean": round(float(loss[:, i].mean()), 6),
+                           "cv_log_loss_sd": round(float(loss[:, i].std(ddof=1)), 6),
+                           "cv_accuracy_mean": round(float(acc[:, i].mean()), 6),
+                           "cv_accuracy_sd": round(float(acc[:, i].std(ddof=1)), 6),
+                           "n_iter": int(head.cv_n_iter_[:, i].max()), "converged": bool(head.C_converged_[i]),
+                           "chosen": bool(c == head.C_)}
+                          for i, c in enumerate(cs)]
+    return search
+
+
+def recorded_grid_edge(artefacts: Artefacts) -> str:
+    """``C_at_grid_edge`` as train_logreg recorded it in ``logreg_search.json`` (one of ``GRID_EDGES``)."""
+    path = artefacts.logreg_search
+    try:
+        edge = json.loads(path.read_text())["C_at_grid_edge"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise PetprobeError(f"{path} is missing or has no C_at_grid_edge ({one_line(err)}); "
+                            "rerun train_logreg") from None
+    if edge not in GRID_EDGES:
+        raise PetprobeError(f"{path}: C_at_grid_edge is {json.dumps(edge)[:40]}, not one of {', '.join(GRID_EDGES)}; "
+                            "rerun train_logreg")
+    return edge

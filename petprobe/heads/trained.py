@@ -1,7 +1,7 @@
 """The trained heads of a dataset, as the training stages saved them.
 
-``HEADS`` maps each head's name (the ``--model`` of ``petprobe predict``, ``render.head``) to its
-class; ``load_head`` reads one back from the file ``Artefacts.model(name)`` places it in.
+``load_head`` reads one back (a ``TRAINED`` name of ``heads.registry``) from the file
+``Artefacts.model(name)`` places it in, with the class its registry entry names.
 """
 
 from __future__ import annotations
@@ -9,16 +9,19 @@ from __future__ import annotations
 from petprobe.artefacts import Artefacts
 from petprobe.errors import PetprobeError
 from petprobe.heads.logreg import LogRegHead
+from petprobe.heads.registry import get_head
 from petprobe.heads.torch_head import TorchHead
 
-__all__ = ["HEADS", "load_head"]
+__all__ = ["load_head"]
 
-HEADS = {"logreg": LogRegHead, "head": TorchHead}
+# The classes of the registry's saved heads. Imported here, not looked up by name at run time, so
+# that dvc.yaml's deps (each stage's static import closure) see them.
+_CLASSES = {cls.__name__: cls for cls in (LogRegHead, TorchHead)}
 
 
 def load_head(artefacts: Artefacts, name: str):
-    """Load head ``name`` (``logreg`` or ``head``) of one dataset; ``Artefacts.model`` refuses other names."""
+    """Load head ``name`` of one dataset; ``Artefacts.model`` refuses names without a saved model."""
     path = artefacts.model(name)
     if not path.is_file():
         raise PetprobeError(f"{path} is missing; train the model first (dvc repro)")
-    return HEADS[name].load(path)
+    return _CLASSES[get_head(name).class_name].load(path)

@@ -15,7 +15,7 @@ from petprobe.backbones import Backbone
 from petprobe.data.images import load_images
 from petprobe.heads.training import predict_proba
 
-__all__ = ["Normalize", "PixelClassifier", "pixel_classifier", "imagenet_classifier", "pixel_transforms",
+__all__ = ["Normalize", "PixelClassifier", "pixel_classifier", "head_classifier", "imagenet_classifier", "pixel_transforms",
            "correctly_classified"]
 
 
@@ -48,6 +48,11 @@ def pixel_classifier(backbone: Backbone, head: nn.Module, net: nn.Module | None 
     pre = backbone.preprocessing
     model = PixelClassifier(Normalize(pre.mean, pre.std), net, head)
     return model.eval().requires_grad_(False)
+
+
+def head_classifier(backbone: Backbone, trained, net: nn.Module, device) -> tuple[PixelClassifier, list[str]]:
+    """A trained head (``heads.trained.load_head``) on ``net`` in pixel space, on ``device``, and its class names."""
+    return pixel_classifier(backbone, trained.to_module(), net=net).to(device), [str(c) for c in trained.classes_]
 
 
 def imagenet_classifier(backbone: Backbone, net: nn.Module) -> PixelClassifier | None:

@@ -33,7 +33,9 @@ from petprobe.probing.measures import (centred_gaussian, constant_maps, curve_au
                                        pet_share, pointing_hits, rank_correlation, read_trimap, trimap_like,
                                        uniform_map, TRIMAP_BACKGROUND)
 
-__all__ = ["Explanation", "explain_test_images"]
+__all__ = ["Explanation", "MeasuredImages", "pick_measured_images", "attribution_methods", "attribute",
+           "measure_localisation", "measure_faithfulness", "sanity_check", "draw_shown", "draw_feature_maps",
+           "explain_test_images", "explain_headline", "explain_notes"]
 
 
 @dataclass
@@ -141,86 +143,104 @@ def shown_captions(labels: list[str], head_proba: np.ndarray, pixel_proba: np.nd
     return captions
 
 
-def explain_test_images(model: PixelClassifier, net: torch.nn.Module, transforms, test: pd.DataFrame,
-                        trimaps: list[Path | None], proba: np.ndarray, classes: list[str], *, cam_layer: str,
-                        n_images: int, faithfulness_images: int, sanity_images: int, ig_steps: int,
-                        curve_steps: int, deletion: str,
-                        sanity_threshold: float, per_class: int, mistakes: int, feature_images: int,
-                        feature_depths: int, feature_channels: int, batch_size: int, seed: int,
-                        device: torch.device = torch.device("cpu"), title: str = "",
-                        progress=None) -> Explanation:
-    """Maps, figures and measured numbers for ``test`` (rows path, label; ``trimaps`` per row, None if none).
+@dataclass
+class MeasuredImages:
+    """The measured test images (on the device), each one's trimap mask in model-input geometry (or
+    None), their rows in the test table, the class the model predicts for each (the class every map
+    explains) and how many trimaps could not be used."""
 
-    ``model``: a ``split_classifier`` over ``classes`` (its logit order); ``cam_layer``: the name in
-    ``model`` of its backbone's feature map (``feature_map_layer``); ``net``: its backbone, for
-    feature maps; ``transforms``: PIL -> [0,1] tensor; ``proba``: the head's test probabilities in
-    ``classes`` order (to pick the mistakes shown). ``progress(n)`` is called as work gets done.
-    """
-    tick = progress or (lambda n: None)
-    model = model.eval().to(device)
+    images: torch.Tensor
+    masks: list
+    rows: list[int]
+    targets: torch.Tensor
+    unusable: int
 
-    def path_method(classifier):
-        # Its many gradient passes run on a copy with BatchNorm folded into the convolutions, in
-        # channels-last layout (the embed stage's inference form; the same function): ~1.7x faster on CPU.
-        folded = fold_batchnorm(classifier).to(memory_format=torch.channels_last)
-        return IntegratedGradients(folded, steps=ig_steps, batch_size=batch_size)
+    @property
+    def located(self) -> list[int]:
+        """Indices of the images with a trimap (they come first)."""
+        return [i for i, m in enumerate(self.masks) if m is not None]
 
-    methods = {m.name: m for m in (GradCAM(model, cam_layer), path_method(model))}
-    report: dict = {"grad_cam_layer": cam_layer}
-    figures: dict = {}
 
-    # --- measured images: localisation, faithfulness, sanity --------------------------------------------
+def pick_measured_images(model: PixelClassifier, test: pd.DataFrame, trimaps: list[Path | None], transforms, *,
+                         n_images: int, keep: int, seed: int, batch_size: int, device) -> MeasuredImages:
+    """Up to ``n_images`` test images, those with a trimap first (a seeded shuffle of each group),
+    loaded; past the trimap images only the first ``keep`` are kept (the faithfulness and sanity
+    images), since only localisation needs the rest."""
     chosen = _pick_measured(test, trimaps, n_images, seed)
     images, masks, unusable = _load(test.path.iloc[chosen].tolist(), [trimaps[i] for i in chosen], transforms)
     located = [i for i, m in enumerate(masks) if m is not None]
-    # Trimap images come first: past them, only the faithfulness and sanity images need maps.
-    keep = max(located[-1] + 1 if located else 0, faithfulness_images, sanity_images)
+    keep = max(located[-1] + 1 if located else 0, keep)
     images, masks, chosen = images[:keep].to(device), masks[:keep], chosen[:keep]
-    probs = _predict(model, images, batch_size)
-    targets = probs.argmax(1).to(device)
+    targets = _predict(model, images, batch_size).argmax(1).to(device)
+    return MeasuredImages(images, masks, chosen, targets, unusable)
+
+
+def attribution_methods(model: PixelClassifier, cam_layer: str, *, ig_steps: int, batch_size: int) -> dict:
+    """``{name: method}``: Grad-CAM at ``cam_layer`` and integrated gradients with ``ig_steps`` steps.
+
+    Integrated gradients' many gradient passes run on a copy with BatchNorm folded into the
+    convolutions, in channels-last layout (the embed stage's inference form; the same function):
+    ~1.7x faster on CPU."""
+    folded = fold_batchnorm(model).to(memory_format=torch.channels_last)
+    return {m.name: m for m in (GradCAM(model, cam_layer), IntegratedGradients(folded, steps=ig_steps,
+                                                                                 batch_size=batch_size))}
+
+
+def attribute(methods: dict, measured: MeasuredImages, batch_size: int, tick) -> tuple[dict, np.ndarray]:
+    """Every method's maps of the measured images, and integrated gradients' completeness error per image."""
+    images, targets = measured.images, measured.targets
     maps = {GradCAM.name: _batched(methods[GradCAM.name], images, targets, batch_size)}
     tick(len(images))
     maps[IntegratedGradients.name], errors = _path_attributions(methods[IntegratedGradients.name], images, targets,
                                                                 batch_size)
     tick(len(images))
-    names = [Path(p).name for p in test.path.iloc[chosen]]
-    report["integrated_gradients"] = _completeness(methods[IntegratedGradients.name], errors, names, seed)
-    # A constant map (e.g. all zero: no channel pushes the class up) locates nothing; counted, never hidden.
-    report["constant_maps"] = {"n_images": len(images),
-                               **{name: int(constant_maps(m).sum()) for name, m in maps.items()}}
+    return maps, errors
 
-    localisation: dict = {"n_images": len(located), "n_trimaps_unusable": unusable}
-    if located:
-        tri = torch.stack([masks[i] for i in located])
-        n, h, w = tri.shape
-        baselines = {"uniform": uniform_map(n, h, w), "centred_gaussian": centred_gaussian(n, h, w)}
-        shares = {name: pet_share(m[located], tri) for name, m in maps.items()}
-        shares.update({name: pet_share(m, tri) for name, m in baselines.items()})
-        hits = {name: pointing_hits(m[located], tri) for name, m in maps.items()}
-        hits["centred_gaussian"] = pointing_hits(baselines["centred_gaussian"], tri)
-        # Every pixel ties in a uniform map: its pointing game is the chance of landing on pet or border.
-        hits["uniform"] = (tri != TRIMAP_BACKGROUND).double().mean((1, 2)).numpy()
-        for name in shares:
-            localisation[name] = {}
-            _put(localisation[name], "pet_share", shares[name], seed)
-            _put(localisation[name], "pointing", hits[name], seed)
-        for name in maps:
-            _put(localisation[name], "pet_share_minus_uniform", shares[name] - shares["uniform"], seed)
-        shown = located[:6]
-        figures["localisation.png"] = attribution_figure(
-            images[shown].cpu(), [f"{test.label.iloc[chosen[i]]}\npet share: " + ", ".join(
-                f"{_SHORT[name]} {shares[name][j]:.2f}" for name in maps) for j, i in enumerate(shown)],
-            {name: m[shown] for name, m in maps.items()}, trimaps=tri[:len(shown)],
-            title=f"{title}\nwhite: the pet's outline (trimap); pet share = share of the map's mass on the pet")
-    report["localisation"] = localisation
 
-    k = min(faithfulness_images, len(images))
+def measure_localisation(measured: MeasuredImages, maps: dict, labels: list[str], *, seed: int,
+                         title: str) -> tuple[dict, object | None]:
+    """Pet share and pointing game of every map on the trimap images, against uniform and
+    centred-Gaussian maps, and the localisation figure (None without trimaps). ``labels``: the
+    measured images' class names."""
+    located, masks, images = measured.located, measured.masks, measured.images
+    localisation: dict = {"n_images": len(located), "n_trimaps_unusable": measured.unusable}
+    if not located:
+        return localisation, None
+    tri = torch.stack([masks[i] for i in located])
+    n, h, w = tri.shape
+    baselines = {"uniform": uniform_map(n, h, w), "centred_gaussian": centred_gaussian(n, h, w)}
+    shares = {name: pet_share(m[located], tri) for name, m in maps.items()}
+    shares.update({name: pet_share(m, tri) for name, m in baselines.items()})
+    hits = {name: pointing_hits(m[located], tri) for name, m in maps.items()}
+    hits["centred_gaussian"] = pointing_hits(baselines["centred_gaussian"], tri)
+    # Every pixel ties in a uniform map: its pointing game is the chance of landing on pet or border.
+    hits["uniform"] = (tri != TRIMAP_BACKGROUND).double().mean((1, 2)).numpy()
+    for name in shares:
+        localisation[name] = {}
+        _put(localisation[name], "pet_share", shares[name], seed)
+        _put(localisation[name], "pointing", hits[name], seed)
+    for name in maps:
+        _put(localisation[name], "pet_share_minus_uniform", shares[name] - shares["uniform"], seed)
+    shown = located[:6]
+    figure = attribution_figure(
+        images[shown].cpu(), [f"{labels[i]}\npet share: " + ", ".join(
+            f"{_SHORT[name]} {shares[name][j]:.2f}" for name in maps) for j, i in enumerate(shown)],
+        {name: m[shown] for name, m in maps.items()}, trimaps=tri[:len(shown)],
+        title=f"{title}\nwhite: the pet's outline (trimap); pet share = share of the map's mass on the pet")
+    return localisation, figure
+
+
+def measure_faithfulness(model: PixelClassifier, measured: MeasuredImages, maps: dict, *, n_images: int,
+                         steps: int, deletion: str, seed: int, title: str, tick) -> tuple[dict, dict, object]:
+    """Deletion/insertion AUCs of every map and of a random order on the first ``n_images`` measured
+    images (``steps`` points, deleted squares become ``deletion``), the mean curves and their figure."""
+    k = min(n_images, len(measured.images))
+    images, targets = measured.images[:k], measured.targets[:k]
     curve_sets = {}
-    faithfulness: dict = {"n_images": k, "steps": curve_steps}  # deletion: squares imputed (ROAD), blurred or blacked out
-    all_maps = {**{name: m[:k] for name, m in maps.items()}, "random": RandomMap(seed)(images[:k], targets[:k])}
+    faithfulness: dict = {"n_images": k, "steps": steps}  # deletion: squares imputed (ROAD), blurred or blacked out
+    all_maps = {**{name: m[:k] for name, m in maps.items()}, "random": RandomMap(seed)(images, targets)}
     for name, m in all_maps.items():
-        curve_sets[name] = deletion_insertion(model, images[:k], targets[:k], m, steps=curve_steps, deletion=deletion,
-                                             seed=seed)
+        curve_sets[name] = deletion_insertion(model, images, targets, m, steps=steps, deletion=deletion, seed=seed)
         tick(k)
     aucs = {name: {kind: curve_auc(c["fraction"], c[kind]) for kind in ("deletion", "insertion")}
             for name, c in curve_sets.items()}
@@ -230,26 +250,33 @@ def explain_test_images(model: PixelClassifier, net: torch.nn.Module, transforms
             _put(faithfulness[name], f"{kind}_auc", v, seed)
             if name != "random":
                 _put(faithfulness[name], f"{kind}_auc_minus_random", v - aucs["random"][kind], seed)
-    report["faithfulness"] = faithfulness
     fractions = curve_sets["random"]["fraction"]
     curves = {kind: [{"fraction": _r(f), **{name: _r(c[kind][:, j].mean()) for name, c in curve_sets.items()}}
                      for j, f in enumerate(fractions)] for kind in ("deletion", "insertion")}
-    figures["deletion_insertion.png"] = curves_figure(
-        curves, title=f"{title}\np(predicted class) as 16-px squares are deleted ({deletion}) / inserted "
-                      f"in map order, mean of {k} images")
+    figure = curves_figure(curves, title=f"{title}\np(predicted class) as 16-px squares are deleted ({deletion}) / "
+                                         f"inserted in map order, mean of {k} images")
+    return faithfulness, curves, figure
 
-    s = min(sanity_images, len(images))
-    sanity: dict = {"n_images": s, "threshold": sanity_threshold, "flagged": []}
-    randomised_maps: dict = {name: {"original": maps[name][:s]} for name in methods}
-    for name in methods:
+
+def sanity_check(model: PixelClassifier, measured: MeasuredImages, maps: dict, *, n_images: int, threshold: float,
+                 cam_layer: str, ig_steps: int, batch_size: int, seed: int, title: str,
+                 tick) -> tuple[dict, object | None]:
+    """The model-randomisation check on the first ``n_images`` measured images: each method's rank
+    correlation with its maps of re-drawn models (a method at or above ``threshold``, or with
+    constant trained maps, is flagged), and the sanity figure (None without images)."""
+    s = min(n_images, len(measured.images))
+    images, targets = measured.images[:s], measured.targets[:s]
+    sanity: dict = {"n_images": s, "threshold": threshold, "flagged": []}
+    randomised_maps: dict = {name: {"original": maps[name][:s]} for name in maps}
+    for name in maps:
         # A constant map of the trained model cannot show that the map depends on the weights.
         sanity[name] = {"constant_trained_maps": int(constant_maps(maps[name][:s]).sum())}
         if sanity[name]["constant_trained_maps"]:
             sanity["flagged"].append(name)
     for part in RANDOMISATIONS:
         other = randomised(model, part, seed)
-        for name, method in {GradCAM.name: GradCAM(other, cam_layer), IntegratedGradients.name: path_method(other)}.items():
-            randomised_maps[name][part] = _batched(method, images[:s], targets[:s], batch_size)
+        for name, method in attribution_methods(other, cam_layer, ig_steps=ig_steps, batch_size=batch_size).items():
+            randomised_maps[name][part] = _batched(method, images, targets, batch_size)
             rho = rank_correlation(maps[name][:s], randomised_maps[name][part])
             defined = rho[np.isfinite(rho)]
             if defined.size:
@@ -257,40 +284,134 @@ def explain_test_images(model: PixelClassifier, net: torch.nn.Module, transforms
             else:
                 sanity[name][part], sanity[name][f"{part}_ci95"] = None, None
             sanity[name][f"{part}_n_undefined"] = int(rho.size - defined.size)
-            if s and (not defined.size or defined.mean() >= sanity_threshold) and name not in sanity["flagged"]:
+            if s and (not defined.size or defined.mean() >= threshold) and name not in sanity["flagged"]:
                 sanity["flagged"].append(name)
         tick(s)
-    report["sanity"] = sanity
-    if s:
-        figures["sanity.png"] = sanity_figure(images[:min(s, 3)].cpu(), {n: {p: m[:3] for p, m in v.items()}
-                                                                         for n, v in randomised_maps.items()},
-                                              title=f"{title}\nmaps of the trained model, then after re-drawing the "
-                                                    "head, then the head and the last block")
+    if not s:
+        return sanity, None
+    return sanity, sanity_figure(images[:min(s, 3)].cpu(), {n: {p: m[:3] for p, m in v.items()}
+                                                          for n, v in randomised_maps.items()},
+                                 title=f"{title}\nmaps of the trained model, then after re-drawing the "
+                                       "head, then the head and the last block")
+
+
+def draw_shown(model: PixelClassifier, methods: dict, test: pd.DataFrame, rows: list[int], proba: np.ndarray,
+               classes: list[str], transforms, *, batch_size: int, device, title: str):
+    """The attribution figure of test ``rows`` (captions and maps follow the head's prediction from
+    the embed stage's features, what the metrics count; where the differentiable pixel path predicts
+    another class, the caption says so) and the images, on the device."""
+    images = _load(test.path.iloc[rows].tolist(), [None] * len(rows), transforms)[0].to(device)
+    targets = torch.as_tensor(proba[rows].argmax(1))
+    pixel_probs = _predict(model, images, batch_size)
+    captions = shown_captions(test.label.iloc[rows].tolist(), proba[rows], pixel_probs.numpy(), classes)
+    figure = attribution_figure(images.cpu(), captions, {name: _batched(m, images, targets, batch_size)
+                                                         for name, m in methods.items()},
+                                title=title)
+    return figure, images
+
+
+def draw_feature_maps(model: PixelClassifier, net: torch.nn.Module, images: torch.Tensor, *, depths: int,
+                      channels: int, title: str):
+    """The backbone's activations of ``images`` at ``depths`` depths, the ``channels`` most active first."""
+    normalised = model.normalize(images)
+    activations = [[(n, a.cpu()) for n, a in feature_maps(net, x, depths)] for x in normalised]
+    return feature_map_figure(images.cpu(), activations, channels=channels,
+                              title=f"{title}\nbackbone activations at {depths} depths, most active channels first")
+
+
+def explain_test_images(model: PixelClassifier, net: torch.nn.Module, transforms, test: pd.DataFrame,
+                        trimaps: list[Path | None], proba: np.ndarray, classes: list[str], *, cam_layer: str,
+                        cfg, device: torch.device = torch.device("cpu"), title: str = "",
+                        progress=None) -> Explanation:
+    """Maps, figures and measured numbers for ``test`` (rows path, label; ``trimaps`` per row, None if none).
+
+    The phases in order, each given the settings it uses from ``cfg`` (the ``explain`` section of
+    params.yaml, ``params.ExplainParams``): ``pick_measured_images``, ``attribute``,
+    ``measure_localisation``, ``measure_faithfulness``, ``sanity_check``, then the shown images
+    (``draw_shown``, ``draw_feature_maps``). ``model``: a ``split_classifier`` over ``classes`` (its
+    logit order); ``cam_layer``: the name in ``model`` of its backbone's feature map
+    (``feature_map_layer``); ``net``: its backbone, for feature maps; ``transforms``: PIL -> [0,1]
+    tensor; ``proba``: the head's test probabilities in ``classes`` order (to pick the mistakes
+    shown). ``progress(n)`` is called as work gets done.
+    """
+    tick, seed, batch_size = progress or (lambda n: None), cfg.seed, cfg.batch_size
+    model = model.eval().to(device)
+    methods = attribution_methods(model, cam_layer, ig_steps=cfg.ig_steps, batch_size=batch_size)
+    report: dict = {"grad_cam_layer": cam_layer}
+    figures: dict = {}
+
+    # --- measured images: localisation, faithfulness, sanity --------------------------------------------
+    measured = pick_measured_images(model, test, trimaps, transforms, n_images=cfg.n_images,
+                                    keep=max(cfg.faithfulness_images, cfg.sanity_images), seed=seed,
+                                    batch_size=batch_size, device=device)
+    maps, errors = attribute(methods, measured, batch_size, tick)
+    names = [Path(p).name for p in test.path.iloc[measured.rows]]
+    report["integrated_gradients"] = _completeness(methods[IntegratedGradients.name], errors, names, seed)
+    # A constant map (e.g. all zero: no channel pushes the class up) locates nothing; counted, never hidden.
+    report["constant_maps"] = {"n_images": len(measured.images),
+                               **{name: int(constant_maps(m).sum()) for name, m in maps.items()}}
+    report["localisation"], figure = measure_localisation(measured, maps, test.label.iloc[measured.rows].tolist(),
+                                                          seed=seed, title=title)
+    if figure is not None:
+        figures["localisation.png"] = figure
+    report["faithfulness"], curves, figures["deletion_insertion.png"] = measure_faithfulness(
+        model, measured, maps, n_images=cfg.faithfulness_images, steps=cfg.curve_steps, deletion=cfg.deletion,
+        seed=seed, title=title, tick=tick)
+    report["sanity"], figure = sanity_check(model, measured, maps, n_images=cfg.sanity_images,
+                                            threshold=cfg.sanity_threshold, cam_layer=cam_layer, ig_steps=cfg.ig_steps,
+                                            batch_size=batch_size, seed=seed, title=title, tick=tick)
+    if figure is not None:
+        figures["sanity.png"] = figure
 
     # --- shown images: every class, the most confident mistakes, feature maps ---------------------------
-    by_class, confident = _pick_shown(test, proba, classes, per_class, mistakes)
+    by_class, confident = _pick_shown(test, proba, classes, cfg.per_class, cfg.mistakes)
     for png, rows, what in (("attribution_classes.png", by_class, "test images of every class"),
                             ("attribution_mistakes.png", confident, "most confident mistakes")):
         if not rows:
             continue
-        shown_images = _load(test.path.iloc[rows].tolist(), [None] * len(rows), transforms)[0].to(device)
-        # Caption and maps follow the head's prediction from the embed stage's features (what the
-        # metrics count and how the mistakes were picked); where the differentiable pixel path
-        # predicts another class, the caption says so.
-        shown_targets = torch.as_tensor(proba[rows].argmax(1))
-        pixel_probs = _predict(model, shown_images, batch_size)
-        captions = shown_captions(test.label.iloc[rows].tolist(), proba[rows], pixel_probs.numpy(), classes)
-        figures[png] = attribution_figure(
-            shown_images.cpu(), captions, {name: _batched(m, shown_images, shown_targets, batch_size)
-                                     for name, m in methods.items()},
-            title=f"{title}\n{what}; maps explain the head's predicted class")
+        figures[png], images = draw_shown(model, methods, test, rows, proba, classes, transforms,
+                                          batch_size=batch_size, device=device,
+                                          title=f"{title}\n{what}; maps explain the head's predicted class")
         tick(len(rows))
-        if png == "attribution_classes.png" and feature_images:
-            normalised = model.normalize(shown_images[:feature_images])
-            figures["feature_maps.png"] = feature_map_figure(
-                shown_images[:feature_images].cpu(),
-                [[(n, a.cpu()) for n, a in feature_maps(net, x, feature_depths)] for x in normalised],
-                channels=feature_channels,
-                title=f"{title}\nbackbone activations at {feature_depths} depths, most active channels first")
+        if png == "attribution_classes.png" and cfg.feature_images:
+            figures["feature_maps.png"] = draw_feature_maps(model, net, images[:cfg.feature_images],
+                                                            depths=cfg.feature_depths, channels=cfg.feature_channels,
+                                                            title=title)
     report["n_shown"] = {"classes": len(by_class), "mistakes": len(confident)}
     return Explanation(report=report, figures=figures, curves=curves)
+
+
+def explain_headline(report: dict) -> dict:
+    """Grad-CAM's gains over its content-blind baselines, short flat keys (columns of `dvc metrics show`).
+
+    cam_pet_gain: pet share minus the uniform map's, on the trimap images (absent without trimaps);
+    cam_del_gain: random order's deletion AUC minus Grad-CAM's (positive: deleting in map order
+    hurts the prediction faster than random, as a faithful map should). Integrated gradients'
+    completeness error is in explain.json (the table must fit 200 characters).
+    """
+    out = {}
+    loc, faith = report["localisation"], report["faithfulness"]
+    if loc.get("n_images"):
+        out["cam_pet_gain"] = loc["grad_cam"]["pet_share_minus_uniform"]
+    out["cam_del_gain"] = round(faith["random"]["deletion_auc"] - faith["grad_cam"]["deletion_auc"], 4)
+    return out
+
+
+def explain_notes(report: dict) -> list[str]:
+    """What the explain stage tells its user (stderr): the headline numbers, then any warning."""
+    loc, faith, ig = report["localisation"], report["faithfulness"], report["integrated_gradients"]
+    where = (f"Grad-CAM pet share {loc['grad_cam']['pet_share']:.2f} vs uniform {loc['uniform']['pet_share']:.2f} "
+             f"on {loc['n_images']} trimap images, " if loc["n_images"] else "")
+    notes = [f"{where}deletion AUC Grad-CAM {faith['grad_cam']['deletion_auc']:.3f} vs random "
+             f"{faith['random']['deletion_auc']:.3f}, IG completeness error {ig['completeness_error']:.3f} "
+             f"(over {ig['tolerance']:g} on {ig['n_over_tolerance']} of {ig['n_images']} images), sanity flagged "
+             f"{report['sanity']['flagged'] or 'none'}"]
+    if not ig["mean_within_tolerance"]:
+        notes.append(f"integrated gradients' mean completeness error {ig['completeness_error']:.3f} is over "
+                     f"{ig['tolerance']:g} (Sundararajan et al.): their maps are a coarse approximation; raise "
+                     f"explain.ig_steps (now {ig['steps']})")
+    constant = {name: n for name, n in report["constant_maps"].items() if name != "n_images" and n}
+    if constant:
+        notes.append(f"constant maps (they locate nothing) on {report['constant_maps']['n_images']} measured "
+                     f"images: {constant}")
+    return notes

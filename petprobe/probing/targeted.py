@@ -19,15 +19,26 @@ from petprobe.probing.attacks import PGD, Attack, Assessment, pooled_summary, ru
 from petprobe.probing.classifier import correctly_classified
 from petprobe.probing.sheets import attack_sheet
 
-__all__ = ["attack_pairs", "success_by_eps", "render_headline"]
+__all__ = ["pairs_in", "attack_pairs", "attacked_images", "success_by_eps", "render_headline"]
+
+
+def pairs_in(pairs, classes: list[str]) -> list:
+    """The [source, target] ``pairs`` whose classes are both in ``classes``; else both ways between its first two."""
+    return [p for p in pairs if p[0] in classes and p[1] in classes] or [classes[1::-1], classes[:2]]
 
 
 def attack_pairs(model: nn.Module, attacks: dict[str, Attack], manifest, classes: list[str], pairs, *,
                  transforms, n_images: int, batch_size: int, grid_images: int,
-                 transfer: nn.Module | None = None, transfer_classes: list[str] = (),
-                 predict_files=None, where: str = "render") -> tuple[dict, dict[str, list[Assessment]], dict]:
-    """Run ``attacks`` on every pair; return (report rows by pair, assessments by attack, sheets by pair)."""
-    report, sheets, pooled = {}, {}, {name: [] for name in attacks}
+                 transfer=None, predict_files=None,
+                 where: str = "render") -> tuple[dict, dict[str, list[Assessment]], dict]:
+    """Run ``attacks`` on every pair; return (report, assessments by attack, sheets by pair). The
+    report (render.json's ``attacks``): each attack's ``config``, the ``transfer_backbone`` (the
+    name of ``transfer``, a ``probing.transfer.TransferModel``, when there is one) and a row per pair."""
+    report: dict = {"config": {name: repr(a) for name, a in attacks.items()}}
+    sheets, pooled = {}, {name: [] for name in attacks}
+    transfer_classes = transfer.classes if transfer is not None else []
+    if transfer is not None:
+        report["transfer_backbone"] = transfer.name
     for source, target in pairs:
         test = manifest[(manifest.split == "test") & (manifest.label == source)].path.tolist()
         _, images = correctly_classified(model, test, classes.index(source), n_images, transforms, batch_size)
@@ -39,7 +50,8 @@ def attack_pairs(model: nn.Module, attacks: dict[str, Attack], manifest, classes
         known = target in transfer_classes and source in transfer_classes
         goal_t = torch.full_like(goal, transfer_classes.index(target)) if known else None
         source_t = torch.full_like(goal, transfer_classes.index(source)) if known else None
-        adversarial, results = run_attacks(attacks, images, goal, transfer=transfer if goal_t is not None else None,
+        judge = transfer.model if goal_t is not None else None
+        adversarial, results = run_attacks(attacks, images, goal, transfer=judge,
                                            transfer_targets=goal_t, transfer_sources=source_t,
                                            predict_files=predict_files, batch_size=batch_size,
                                            desc=f"attacks {source}->{target} ({len(images)} images)")
@@ -56,6 +68,11 @@ def attack_pairs(model: nn.Module, attacks: dict[str, Attack], manifest, classes
             images[:n], {k: v[:n] for k, v in adversarial.items()}, predict_proba(model, images[:n], batch_size=16),
             {k: predict_proba(model, v[:n], batch_size=16) for k, v in adversarial.items()}, classes, source, target)
     return report, pooled, sheets
+
+
+def attacked_images(report: dict) -> int:
+    """How many test images ``attack_pairs``' report says were attacked, over every pair."""
+    return sum(row["n_images"] for row in report.values() if isinstance(row, dict) and "n_images" in row)
 
 
 def success_by_eps(attacks: dict[str, Attack], pooled: dict[str, list[Assessment]]) -> list[dict]:

@@ -7,6 +7,8 @@ on a bounded number of images per class, so the render stage stays short on a CP
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 import torch.nn as nn
@@ -18,7 +20,7 @@ from petprobe.errors import PetprobeError
 from petprobe.heads.logreg import LogRegHead
 from petprobe.probing.classifier import PixelClassifier, pixel_classifier
 
-__all__ = ["pick_transfer_backbone", "fit_logreg_head", "transfer_classifier"]
+__all__ = ["pick_transfer_backbone", "fit_logreg_head", "transfer_classifier", "TransferModel", "transfer_judge"]
 
 
 def pick_transfer_backbone(requested: str, main: str) -> str | None:
@@ -61,3 +63,20 @@ def transfer_classifier(name: str, manifest, *, per_class: int, cs, max_iter: in
     head, classes = fit_logreg_head(backbone, net, splits, cs=cs, max_iter=max_iter, tol=tol, cv_folds=cv_folds,
                                     seed=seed, batch_size=batch_size, device=device)
     return pixel_classifier(backbone, head, net=net).to(device), classes
+
+
+@dataclass(frozen=True)
+class TransferModel:
+    """The transfer check's model: its backbone's ``name``, the pixel classifier, its class names."""
+
+    name: str
+    model: PixelClassifier
+    classes: list[str]
+
+
+def transfer_judge(requested: str, main: str, manifest, **fit) -> TransferModel | None:
+    """The transfer check's model (``pick_transfer_backbone``, then ``transfer_classifier`` with the
+    ``fit`` arguments), or None when there is none."""
+    if (name := pick_transfer_backbone(requested, main)) is None:
+        return None
+    return TransferModel(name, *transfer_classifier(name, manifest, **fit))

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import math
+from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import torch
@@ -31,7 +32,7 @@ from petprobe.progress import progress
 __all__ = ["pixel_image", "fourier_image", "color_sqrt", "pad", "jitter", "random_scale", "random_rotate",
            "compose", "standard_transforms", "crop_resize", "adjust_color", "random_resized_crop", "random_flip",
            "color_jitter", "heldout_transforms", "Objective", "class_logit", "class_log_prob", "total_variation",
-           "l2", "render", "ideal_images", "ideal_images_of", "ideal_summary", "p_target_under_transforms"]
+           "l2", "render", "ideal_images", "IdealTarget", "Judge", "ideal_images_of", "ideal_summary", "p_target_under_transforms"]
 
 Shape = tuple[int, int, int, int]
 
@@ -344,11 +345,30 @@ def p_target_under_transforms(model: nn.Module, images: torch.Tensor, targets: S
     return torch.stack(p).mean(0)
 
 
-def ideal_images_of(models: dict[str, tuple[nn.Module, list[str], list[int]]], *, size: int, steps: int, lr: float,
-                    seed: int, tv_weight: float, l2_weight: float, color: torch.Tensor | None = None,
-                    judges: dict[str, dict[str, tuple[nn.Module, list[int | None]]]] | None = None,
-                    draws: int = 16, device: torch.device | str = "cpu") -> tuple[dict, dict]:
-    """``ideal_images`` for several models (``{prefix: (model, class names, class indices)}``).
+@dataclass(frozen=True)
+class Judge:
+    """Another model that scores an ideal image: ``index`` of each target class among its outputs
+    (None for a class it lacks)."""
+
+    model: nn.Module
+    index: list[int | None]
+
+
+@dataclass(frozen=True)
+class IdealTarget:
+    """A model ideal images are optimised for: the classes (``names``, and their ``index`` among its
+    outputs) and the other models that judge the images (``judges``, by name)."""
+
+    model: nn.Module
+    names: list[str]
+    index: list[int]
+    judges: dict[str, Judge] = field(default_factory=dict)
+
+
+def ideal_images_of(targets: dict[str, IdealTarget], *, size: int, steps: int, lr: float, seed: int,
+                    tv_weight: float, l2_weight: float, color: torch.Tensor | None = None, draws: int = 16,
+                    device: torch.device | str = "cpu") -> tuple[dict, dict]:
+    """``ideal_images`` for several models (``{prefix: IdealTarget}``).
 
     Returns ``({prefix + method: (images, names, p(target))}, {prefix + method: {name: {...}}})``: the
     images for the sheet and, for the report, per image p(target):
@@ -358,16 +378,16 @@ def ideal_images_of(models: dict[str, tuple[nn.Module, list[str], list[int]]], *
       optimisation's own transform family (``standard_transforms``, another seed);
     - ``p_target_heldout_transforms``: that model, mean over ``draws`` draws of ``heldout_transforms``,
       a family the image was never optimised under;
-    - ``p_target_<judge>`` and ``p_target_<judge>_heldout_transforms``: each other model of
-      ``judges[prefix]`` (``{name: (model, index of each class or None when it lacks it)}``) on the
-      image as it is and under the same held-out draws (None for a class the judge lacks),
+    - ``p_target_<judge>`` and ``p_target_<judge>_heldout_transforms``: each judge of the target
+      (``{name: Judge}``) on the image as it is and under the same held-out draws (None for a class the judge lacks),
 
     so a reader sees whether the image carries the class or only fools the one model.
     """
     from petprobe.heads.training import predict_proba
 
     ideal, report = {}, {}
-    for prefix, (model, names, index) in models.items():
+    for prefix, target in targets.items():
+        model, names, index = target.model, target.names, target.index
         for method, images in ideal_images(model, index, size=size, steps=steps, lr=lr, seed=seed,
                                            tv_weight=tv_weight, l2_weight=l2_weight, color=color, device=device,
                                            desc=f"ideal images{', ImageNet classes,' if prefix else ''}").items():
@@ -379,7 +399,8 @@ def ideal_images_of(models: dict[str, tuple[nn.Module, list[str], list[int]]], *
             rows = {n: {"p_target_optimised": round(float(v), 6), "p_target_optimisation_transforms": round(float(f), 6),
                         "p_target_heldout_transforms": round(float(h), 6)}
                     for n, v, f, h in zip(names, p, own, heldout)}
-            for judge, (other, other_index) in (judges or {}).get(prefix, {}).items():
+            for judge, scorer in target.judges.items():
+                other, other_index = scorer.model, scorer.index
                 known = [i for i, j in enumerate(other_index) if j is not None]
                 q = predict_proba(other, images, batch_size=16)
                 # The same held-out draws (same seed) as the optimised model's.

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from petprobe.errors import PetprobeError, reports_errors
+from petprobe.heads.registry import LOGREG, TORCH_HEAD, HeadEntry
 
 __all__ = ["Row", "Table", "EpsTable", "TABLES", "DOC_FILES", "render_table", "regenerate", "main"]
 
@@ -67,7 +68,8 @@ class EpsTable:
     columns: tuple[tuple[str, str, int], ...] = field(default_factory=tuple)
 
 
-def _head_rows(head: str, name: str) -> tuple[Row, ...]:
+def _head_rows(entry: HeadEntry) -> tuple[Row, ...]:
+    head, name = entry.name, entry.label
     return (
         Row(f"{name}: top-1 [95% Wilson interval]", "{ds}.json", f"{head}.top1", ci=True),
         Row(f"{name}: balanced accuracy [95% interval]", "{ds}.json", f"{head}.balanced_accuracy", ci=True),
@@ -80,19 +82,19 @@ def _head_rows(head: str, name: str) -> tuple[Row, ...]:
 TABLES: dict[str, Table | EpsTable] = {
     "headline": Table(corner="test split", rows=(
         Row("test images", "{ds}.json", "n_test", digits=0),
-        Row("logistic probe: top-1 [95% Wilson interval]", "{ds}.json", "logreg.top1", ci=True),
-        Row("torch head: top-1 [95% Wilson interval]", "{ds}.json", "head.top1", ci=True),
+        *(Row(f"{head.label}: top-1 [95% Wilson interval]", "{ds}.json", f"{head.name}.top1", ci=True)
+          for head in (LOGREG, TORCH_HEAD)),
     )),
     "heads": Table(corner="test split", rows=(
         Row("test images", "{ds}.json", "n_test", digits=0),
         Row("files rejected by prepare", "{ds}.json", "n_rejected", digits=0),
-        *_head_rows("logreg", "logistic probe"),
+        *_head_rows(LOGREG),
         Row("logistic probe: chosen C", "{ds}.json", "logreg.C", digits=4),
         Row("logistic probe: C of the grid not converged (never chosen)", "{ds}/logreg_search.json",
             "n_C_not_converged", digits=0),
         Row("test images with a near-twin in train or val", "{ds}/near_duplicates.json", "test_twins", digits=0),
         Row("val images with a near-twin in train", "{ds}/near_duplicates.json", "val_twins", digits=0),
-        *_head_rows("head", "torch head"),
+        *_head_rows(TORCH_HEAD),
         Row("torch head: best epoch (early stopping)", "{ds}/train_head/metrics.json", "best_epoch", digits=0),
         Row("torch head: epochs run", "{ds}/train_head/metrics.json", "epochs_run", digits=0),
     )),

@@ -24,7 +24,9 @@ _MARKER = "# Named plots"
 
 def plotted_heads() -> tuple[str, ...]:
     """The trained heads evaluate draws a confusion matrix, F1 bars and a mistakes grid for."""
-    return ("logreg", "head")
+    from petprobe.heads.registry import TRAINED
+
+    return TRAINED
 
 
 # plot kind -> (title after "<ds>: ", template, x, {file: y} relative to the dataset, x label, y label, caption)

@@ -28,7 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from petprobe.errors import PetprobeError
-from petprobe.reporting.plots import caption, chart_ids, image_caption, plotted_heads
+from petprobe.heads.registry import HEADS
+from petprobe.reporting.plots import caption, chart_ids, image_caption
 from petprobe.reporting.provenance import dataset_provenance, git_state, run_date, versions
 
 __all__ = ["Readouts", "collect", "render_page", "HEADLINE_COLUMNS", "GLOSSARY", "PAGE_BUDGET", "head_names"]
@@ -83,7 +84,7 @@ _SECTIONS = (
 
 def head_names() -> tuple[str, ...]:
     """Every head a summary may hold, in table order (trained heads first, then the comparisons)."""
-    return (*plotted_heads(), "finetune", "scratch")
+    return tuple(HEADS)
 
 
 @dataclass
@@ -217,7 +218,7 @@ def _headline_table(ds: str, data: dict) -> str:
         c = f"{numbers['C']:.3g}" if isinstance(numbers.get("C"), (int, float)) else "-"
         rows.append(f"<tr><th>{html.escape(head)}</th><td>{_number(data.get('n_test'))}</td>{''.join(cells)}"
                     f"<td>{c}</td></tr>")
-    header = "".join(f"<th>{_key(c)}</th>" for c in ("head", "n_test", *HEADLINE_COLUMNS, "C"))
+    header = "".join(f"<th>{_key(c)}</th>" for c in ("model", "n_test", *HEADLINE_COLUMNS, "C"))
     return (f"<table><thead><tr>{header}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
             f"<p class=note>Test split of {html.escape(ds)} ({_number(data.get('n_test'))} images; "
             f"{_number(data.get('n_rejected'))} files rejected by prepare). Accuracies are fractions, log_loss in "
