@@ -10,6 +10,9 @@ BMP and a GIF named ``.jpg``; pets' unlisted GIF ``Abyssinian_34.jpg`` and PNG `
 Checks that need the workspace sample itself (``../shared/datasets`` or ``$PETPROBE_SHARED/datasets``:
 its size, its accuracy floors) carry ``@pytest.mark.workspace`` and read ``WORKSPACE_*``; without it
 they skip with one line naming what is missing. ``python -m pytest -m workspace`` runs only them.
+
+Every test carries exactly one tier, ``unit``, ``integration`` or ``e2e`` (see pyproject.toml's
+markers); the collection fails on a test with none or two.
 """
 
 from __future__ import annotations
@@ -81,13 +84,26 @@ PETS = DATASETS / "oxford-iiit-pet"
 PETIMAGES = DATASETS / "PetImages"
 
 
+# The test tiers (registered in pyproject.toml): each test carries exactly one, so `-m unit` is
+# a complete, quick selection and no new test can fall outside every tier.
+TIERS = ("unit", "integration", "e2e")
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects anything: every collected test is checked
 def pytest_collection_modifyitems(config, items):
-    if HAS_WORKSPACE:
-        return
-    skip = pytest.mark.skip(reason=WORKSPACE_MISSING)
+    wrong = []
     for item in items:
-        if "workspace" in item.keywords:
-            item.add_marker(skip)
+        tiers = sorted({mark.name for mark in item.iter_markers() if mark.name in TIERS})
+        if len(tiers) != 1:
+            wrong.append(f"{item.nodeid}: {', '.join(tiers) or 'no tier'}")
+    if wrong:
+        raise pytest.UsageError(f"every test needs exactly one tier mark ({', '.join(TIERS)}; a module's "
+                                "pytestmark or the test's own):\n  " + "\n  ".join(wrong))
+    if not HAS_WORKSPACE:
+        skip = pytest.mark.skip(reason=WORKSPACE_MISSING)
+        for item in items:
+            if "workspace" in item.keywords:
+                item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")

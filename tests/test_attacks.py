@@ -8,6 +8,8 @@ from PIL import Image
 
 from petprobe.probing.attacks import PGD, Unbounded, assess, png_roundtrip, pooled_summary, quantize
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.fixture(scope="module")
 def small(cat_dog_classifier):

@@ -19,6 +19,8 @@ from petprobe.embedding.embed import fold_batchnorm
 from petprobe.errors import PetprobeError
 from petprobe.data.images import load_rgb_tensor
 
+pytestmark = pytest.mark.unit
+
 TORCHVISION_BACKBONES = ["convnext_tiny", "efficientnet_b0", "mobilenet_v2_torchvision", "mobilenet_v3_large",
                          "resnet18", "resnet50", "vgg16"]
 

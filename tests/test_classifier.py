@@ -18,6 +18,8 @@ from petprobe.probing.transfer import pick_transfer_backbone
 from petprobe.outputs import write_json
 from petprobe.params import parse_params
 
+pytestmark = pytest.mark.unit
+
 
 def test_pixel_transforms_plus_normalize_equal_the_registry_transforms(cat_dog_images):
     backbone = get_backbone("mobilenet_v2")

@@ -21,6 +21,8 @@ import yaml
 from petprobe.params import Params
 from tests.conftest import REPO
 
+pytestmark = pytest.mark.unit
+
 PROJECT_PACKAGES = ("petprobe", "stages")
 
 

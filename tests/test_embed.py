@@ -10,6 +10,8 @@ from petprobe.backbones import get_backbone, list_backbones
 from petprobe.device import Precision
 from petprobe.embedding.embed import embed_images
 
+pytestmark = pytest.mark.unit
+
 FP32 = Precision("fp32", None)
 
 

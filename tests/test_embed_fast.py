@@ -16,6 +16,8 @@ from petprobe.embedding.embed import embed_images
 from petprobe.errors import PetprobeError
 from petprobe.data.images import load_rgb, load_rgb_tensor
 
+pytestmark = pytest.mark.unit
+
 CMYK_JPEG = PETIMAGES / "Cat" / "10125.jpg"
 GRAY_JPEG = PETIMAGES / "Dog" / "10158.jpg"
 PNG_NAMED_JPG = PETS / "images" / "Abyssinian_5.jpg"

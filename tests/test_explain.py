@@ -22,6 +22,8 @@ from petprobe.probing.measures import (centred_gaussian, constant_maps, curve_au
                                        noisy_linear_impute, pet_share, pointing_hits, rank_correlation, read_trimap,
                                        trimap_like, uniform_map)
 
+pytestmark = pytest.mark.unit
+
 TRIMAP_PHOTOS = ["Abyssinian_101", "Abyssinian_107", "Bengal_107", "american_bulldog_106"]
 
 

@@ -24,7 +24,7 @@ from petprobe.heads.torch_head import load_state_dict
 from petprobe.outputs import save_npy
 
 # torch notes that a plain pickle uses a newer protocol before it refuses the file; expected here.
-pytestmark = pytest.mark.filterwarnings("ignore:Detected pickle protocol:UserWarning")
+pytestmark = [pytest.mark.unit, pytest.mark.filterwarnings("ignore:Detected pickle protocol:UserWarning")]
 
 
 class Payload:

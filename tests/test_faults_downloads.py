@@ -30,6 +30,8 @@ from petprobe.data.sources import populate
 from petprobe.errors import PetprobeError
 from petprobe.outputs import atomic_dir
 
+pytestmark = pytest.mark.unit
+
 # --- a small, misbehaving-on-request HTTP server ------------------------------------------------
 
 

@@ -21,6 +21,8 @@ import pytest
 
 from conftest import image_folder_repo
 
+pytestmark = pytest.mark.integration
+
 SPLITS = ("train", "val", "test")
 
 

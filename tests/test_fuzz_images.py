@@ -21,6 +21,8 @@ from hostile_files import jpeg_scans
 from petprobe.data.images import MAX_JPEG_SCANS, inspect_image, load_rgb_tensor
 from test_faults_hostile import strip_png
 
+pytestmark = pytest.mark.unit
+
 FORMATS = {  # format -> save options
     "JPEG": {}, "PNG": {}, "GIF": {}, "WEBP": {}, "TIFF": {"compression": "tiff_lzw"}, "BMP": {}, "DDS": {}, "ICO": {},
 }

@@ -13,6 +13,8 @@ from petprobe.data.images import load_images
 from petprobe.probing.attribution import IntegratedGradients
 from petprobe.probing.classifier import pixel_transforms
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.fixture(scope="module")
 def small_classifier(cat_dog_classifier):

@@ -11,6 +11,8 @@ from petprobe.reporting.metrics import (balanced_accuracy, balanced_accuracy_int
                                         expected_calibration_error, headline, log_loss, per_class_report, summary,
                                         top_k_accuracy, wilson_interval)
 
+pytestmark = pytest.mark.unit
+
 CLASSES = ["a", "b", "c"]
 # Row by row: predicted class, and the true class's rank among the three.
 PROBA = np.array([

@@ -15,6 +15,8 @@ from petprobe.heads.torch_head import TorchHead
 from petprobe.outputs import write_json
 from tests.conftest import PETIMAGES, REPO
 
+pytestmark = pytest.mark.unit
+
 BROKEN = PETIMAGES / "Dog" / "11702.jpg"  # truncated JPEG shipped in the PetImages archive
 EMPTY = PETIMAGES / "Cat" / "666.jpg"  # 0 bytes, also in the archive
 

@@ -14,6 +14,8 @@ from petprobe.errors import PetprobeError
 from petprobe.heads.logreg import LogRegHead, c_path_scores
 from petprobe.reporting.metrics import per_class_report, summary, wilson_interval
 
+pytestmark = pytest.mark.unit
+
 CS = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)
 
 

@@ -1,6 +1,7 @@
 """Progress in a log (stderr not a terminal, as under pytest's capture): whole lines, rate-limited."""
 
 import re
+import pytest
 import time
 
 import torch
@@ -9,6 +10,8 @@ import torch.nn as nn
 from petprobe import progress as progress_module
 from petprobe.probing.attacks import PGD, Unbounded, run_attacks
 from petprobe.progress import progress
+
+pytestmark = pytest.mark.unit
 
 LINE = re.compile(r"^(?P<desc>.+): (?P<n>\d+)/(?P<total>\d+) (?P<unit>\w+) \(\d+%\) \[[\d:]+<[\d:?]+, .+/s\]$")
 

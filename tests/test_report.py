@@ -15,6 +15,8 @@ from petprobe.reporting.report import collect, render_page
 from tests.browser import blank, chromium, open_offline
 from tests.conftest import PETIMAGES
 
+pytestmark = pytest.mark.integration
+
 needs_browser = pytest.mark.skipif(
     chromium() is None and not os.environ.get("PETPROBE_REQUIRE_BROWSER"),
     reason="headless Chromium is not installed (apt-get install chromium; CI installs it and sets "

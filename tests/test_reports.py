@@ -12,6 +12,8 @@ from petprobe.errors import PetprobeError
 from petprobe.reporting.curves import write_curves
 from tests.conftest import PETIMAGES
 
+pytestmark = pytest.mark.unit
+
 HISTORY = [{"epoch": e, "lr": 1e-3, "train_loss": 1 / e, "train_accuracy": 1 - 0.5 / e,
             "val_loss": abs(e - 3) + 0.5, "val_accuracy": 0.5 + 0.1 * e} for e in range(1, 6)]
 

@@ -11,6 +11,8 @@ from petprobe.probing.visualise import (adjust_color, class_log_prob, class_logi
                                         p_target_under_transforms, pixel_image, random_flip, random_resized_crop,
                                         random_rotate, random_scale, render, standard_transforms, total_variation)
 
+pytestmark = pytest.mark.unit
+
 
 def gen(seed=0):
     return torch.Generator().manual_seed(seed)
