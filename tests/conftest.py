@@ -31,6 +31,7 @@ from PIL import Image
 
 from petprobe.checksums import tree_digest
 from petprobe.data.sample import SAMPLE_DIR, sample_mirror
+from repo_copy import copy_repo  # noqa: F401  (the tests import it from here)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("PETPROBE_SHARED", REPO.parent / "shared")).resolve()
@@ -118,18 +119,6 @@ def photo_folder(dest: Path, per_class: int) -> Path:
         (dest / label).mkdir(parents=True)
         for n in range(1, per_class + 1):
             shutil.copyfile(PETIMAGES / label / f"{n}.jpg", dest / label / f"{n}.jpg")
-    return dest
-
-
-def copy_repo(dest: Path) -> Path:
-    """A fresh copy of the tracked (and untracked, non-ignored) repo files, as a new git+DVC repo."""
-    files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO,
-                           check=True, capture_output=True).stdout.decode().split("\0")
-    for name in filter(None, files):
-        src = REPO / name
-        if src.is_file():
-            (dest / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest / name)
     return dest
 
 

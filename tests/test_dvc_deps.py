@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from petprobe.params import Params
-from tests.conftest import REPO
+from conftest import REPO
 
 pytestmark = pytest.mark.unit
 

@@ -13,7 +13,7 @@ from petprobe.cli import main
 from petprobe.heads.logreg import LogRegHead
 from petprobe.heads.torch_head import TorchHead
 from petprobe.outputs import write_json
-from tests.conftest import PETIMAGES, REPO
+from conftest import PETIMAGES, REPO
 
 pytestmark = pytest.mark.unit
 

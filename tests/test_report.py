@@ -13,7 +13,7 @@ from PIL import Image
 
 from petprobe.reporting.report import collect, render_page
 from tests.browser import blank, chromium, open_offline
-from tests.conftest import PETIMAGES
+from conftest import PETIMAGES
 
 pytestmark = pytest.mark.integration
 

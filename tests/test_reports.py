@@ -10,7 +10,7 @@ from petprobe.reporting.figures import DPI, MIN_WIDTH, misclassified_grid, save_
 from petprobe.data.images import load_rgb
 from petprobe.errors import PetprobeError
 from petprobe.reporting.curves import write_curves
-from tests.conftest import PETIMAGES
+from conftest import PETIMAGES
 
 pytestmark = pytest.mark.unit
 
