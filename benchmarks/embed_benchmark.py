@@ -21,11 +21,9 @@ import os
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
-import psutil
 import torch
 from torch.utils.data import DataLoader
 from torchvision import datasets, transforms as T
@@ -34,9 +32,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from petprobe.backbones import get_backbone  # noqa: E402
+from petprobe.data.images import inspect_image  # noqa: E402
 from petprobe.device import resolve_batch_size, resolve_precision  # noqa: E402
 from petprobe.embedding.embed import embed_images  # noqa: E402
-from petprobe.data.images import inspect_image  # noqa: E402
 from petprobe.params import load_params  # noqa: E402
 from pss import PssSampler  # noqa: E402  (this process and its DataLoader workers)
 

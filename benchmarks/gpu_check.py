@@ -23,8 +23,8 @@ measurements on the CPU (and skips GPU decoding), to check the script itself on 
 from __future__ import annotations
 
 import argparse
-import json
 import importlib.util
+import json
 import os
 import statistics
 import subprocess

@@ -327,7 +327,7 @@ def parse_params(raw: dict) -> Params:
 
     params = _build(Params, raw, "")
     for name in params.imagefolders:
-        check_dataset_name(name, f"params.yaml: 'imagefolders' key")
+        check_dataset_name(name, "params.yaml: 'imagefolders' key")
     for i, name in enumerate(params.datasets):
         check_dataset_name(name, f"params.yaml: 'datasets[{i}]'")
     if params.backbone not in list_backbones():

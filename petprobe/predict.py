@@ -77,7 +77,7 @@ class Predictor:
         return self.backbone.build()
 
     @classmethod
-    def for_dataset(cls, ds: str, model: str = "head", *, root: str | Path = ".") -> "Predictor":
+    def for_dataset(cls, ds: str, model: str = "head", *, root: str | Path = ".") -> Predictor:
         artefacts = Artefacts(ds, Path(root))
         if not artefacts.embeddings_meta.is_file():
             trained = Artefacts.trained(Path(root))

@@ -12,7 +12,6 @@ its folds and whether every fold converged; a DVC plot).
 
 from __future__ import annotations
 
-import math
 import sys
 
 import numpy as np

@@ -21,7 +21,6 @@ import hashlib
 import inspect
 import os
 import shutil
-import subprocess
 import tempfile
 from pathlib import Path
 
@@ -181,10 +180,9 @@ def cat_dog_classifier(cat_dog_images):
     import torch
 
     from petprobe.backbones import get_backbone
-    from petprobe.data.images import load_images
+    from petprobe.data.images import load_images, load_rgb
     from petprobe.heads.logreg import LogRegHead
     from petprobe.probing.classifier import pixel_classifier, pixel_transforms
-    from petprobe.data.images import load_rgb
 
     backbone = get_backbone("efficientnet_lite0")
     net = backbone.build()

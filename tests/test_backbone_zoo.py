@@ -13,11 +13,10 @@ from torchvision.models import get_model, get_weight
 
 from conftest import REPO
 from petprobe import cli
-from petprobe.backbones import (Preprocessing, TorchvisionWeights, get_backbone, list_backbones,
-                              register_backbone)
+from petprobe.backbones import Preprocessing, TorchvisionWeights, get_backbone, list_backbones, register_backbone
+from petprobe.data.images import load_rgb_tensor
 from petprobe.embedding.embed import fold_batchnorm
 from petprobe.errors import PetprobeError
-from petprobe.data.images import load_rgb_tensor
 
 pytestmark = pytest.mark.unit
 

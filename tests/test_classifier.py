@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from petprobe.backbones import get_backbone
 from petprobe.artefacts import Artefacts
+from petprobe.backbones import get_backbone
 from petprobe.data.images import load_rgb
 from petprobe.device import Precision
 from petprobe.embedding.embed import embed_images, embedding_backbone
@@ -13,10 +13,10 @@ from petprobe.errors import PetprobeError
 from petprobe.heads.logreg import LogRegHead
 from petprobe.heads.trained import load_head
 from petprobe.heads.training import predict_proba
-from petprobe.probing.classifier import pixel_classifier, pixel_transforms
-from petprobe.probing.transfer import pick_transfer_backbone
 from petprobe.outputs import write_json
 from petprobe.params import parse_params
+from petprobe.probing.classifier import pixel_classifier, pixel_transforms
+from petprobe.probing.transfer import pick_transfer_backbone
 
 pytestmark = pytest.mark.unit
 

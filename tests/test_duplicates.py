@@ -20,8 +20,8 @@ from sklearn.metrics.pairwise import cosine_similarity
 from conftest import PETIMAGES, PETS, WORKSPACE_PETIMAGES, copy_repo, photo_folder
 from petprobe.data.datasets import assign_splits, get_dataset, imagefolder_spec
 from petprobe.data.duplicates import audit_summary, centred_cosine, cross_split_pairs
-from petprobe.data.phash import file_phash, hash_pairs, join_near_duplicates, phash, phash_hex, popcount
 from petprobe.data.manifest import build_manifest, check_candidates
+from petprobe.data.phash import file_phash, hash_pairs, join_near_duplicates, phash, phash_hex, popcount
 
 MAX_BITS, MIN_COSINE = 8, 0.9  # params.yaml's defaults
 

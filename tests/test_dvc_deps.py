@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from petprobe.params import Params
 from conftest import REPO
+from petprobe.params import Params
 
 pytestmark = pytest.mark.unit
 

@@ -11,10 +11,10 @@ from torchvision.transforms.v2.functional import pil_to_tensor
 
 from conftest import PETIMAGES, PETS
 from petprobe.backbones import get_backbone
+from petprobe.data.images import load_rgb, load_rgb_tensor
 from petprobe.device import resolve_precision
 from petprobe.embedding.embed import embed_images
 from petprobe.errors import PetprobeError
-from petprobe.data.images import load_rgb, load_rgb_tensor
 
 pytestmark = pytest.mark.unit
 

@@ -9,10 +9,10 @@ import torch
 from conftest import WORKSPACE_PETS as PETS
 from petprobe.backbones import get_backbone
 from petprobe.data.datasets import get_dataset
+from petprobe.data.images import inspect_image
 from petprobe.device import resolve_precision
 from petprobe.embedding.embed import embed_images
 from petprobe.heads.logreg import LogRegHead, c_grid
-from petprobe.data.images import inspect_image
 
 pytestmark = pytest.mark.integration
 

@@ -11,9 +11,6 @@ import json
 import os
 import shutil
 import stat
-import struct
-import subprocess
-import sys
 import tarfile
 import zipfile
 from pathlib import Path
@@ -21,16 +18,31 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 from PIL import Image
 
-from conftest import (PETIMAGES, PETS, WORKSPACE_PETIMAGES, WORKSPACE_PETS, photo_folder,
-                      trained_logreg_repository)
-from hostile_files import (jpeg_scans, many_page_tiff, png16, png_chunk_flood, progressive_jpeg, scan_bomb_jpeg,
-                           with_trailing_junk)
+from conftest import PETIMAGES, WORKSPACE_PETIMAGES, WORKSPACE_PETS, photo_folder, trained_logreg_repository
+from hostile_files import (
+    jpeg_scans,
+    many_page_tiff,
+    png16,
+    png_chunk_flood,
+    progressive_jpeg,
+    scan_bomb_jpeg,
+    with_trailing_junk,
+)
 from petprobe.artefacts import Artefacts
-from petprobe.data.images import (MAX_DECODER_READS, MAX_FILE_BYTES, MAX_JPEG_SCAN_BLOCKS, MAX_JPEG_SCANS, MAX_PIXELS,
-                                  UnusableImage, inspect_image, load_images, load_rgb, load_rgb_tensor)
+from petprobe.data.images import (
+    MAX_DECODER_READS,
+    MAX_FILE_BYTES,
+    MAX_JPEG_SCAN_BLOCKS,
+    MAX_JPEG_SCANS,
+    MAX_PIXELS,
+    UnusableImage,
+    inspect_image,
+    load_images,
+    load_rgb,
+    load_rgb_tensor,
+)
 from petprobe.data.jpeg import jpeg_layout
 from petprobe.errors import MAX_LINE, PetprobeError, error_line, one_line, shorten
 from petprobe.outputs import write_json

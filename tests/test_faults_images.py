@@ -21,12 +21,12 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import PETIMAGES, PETS, REPO
-from stages import download, prepare
+from conftest import PETIMAGES, REPO
 from petprobe.backbones import get_backbone
+from petprobe.data.images import MAX_PIXELS, inspect_image, load_rgb
 from petprobe.device import Precision
 from petprobe.embedding.embed import embed_images
-from petprobe.data.images import MAX_PIXELS, inspect_image, load_rgb
+from stages import download, prepare
 
 CAT, DOG = PETIMAGES / "Cat", PETIMAGES / "Dog"
 
@@ -108,7 +108,7 @@ ODD_FILES = {
     "dog/3.jpg": (DOG / "3.jpg", None),
     "dog/11702.jpg": (DOG / "11702.jpg", "corrupt or truncated"),  # real: truncated in the archive
     "dog/cut.jpg": (lambda: (DOG / "4.jpg").read_bytes()[:12_000], "corrupt or truncated"),
-    "dog/gray16.png": (lambda: save(Image.fromarray((np.asarray(photo(DOG / "5.jpg").convert("L"), np.uint16) * 257)),
+    "dog/gray16.png": (lambda: save(Image.fromarray(np.asarray(photo(DOG / "5.jpg").convert("L"), np.uint16) * 257),
                                     "PNG"), None),
     "dog/rgb16.png": (lambda: rgb16_png(np.asarray(photo(DOG / "6.jpg", (80, 60)))), None),
     "dog/animated.gif": (animated_gif, None),

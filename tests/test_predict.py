@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 
 import petprobe
+from conftest import PETIMAGES, REPO
 from petprobe.backbones import get_backbone
 from petprobe.cli import main
 from petprobe.heads.logreg import LogRegHead
 from petprobe.heads.torch_head import TorchHead
 from petprobe.outputs import write_json
-from conftest import PETIMAGES, REPO
 
 pytestmark = pytest.mark.unit
 

@@ -1,9 +1,9 @@
 """Progress in a log (stderr not a terminal, as under pytest's capture): whole lines, rate-limited."""
 
 import re
-import pytest
 import time
 
+import pytest
 import torch
 import torch.nn as nn
 

@@ -4,9 +4,10 @@ docs/results.md are exactly what `python -m petprobe.reporting.docs` writes from
 from __future__ import annotations
 
 import re
-import pytest
 import runpy
 import subprocess
+
+import pytest
 
 from conftest import REPO
 from petprobe.data.sample import SAMPLE_DIR

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from conftest import PETIMAGES
 from petprobe.reporting.report import collect, render_page
 from tests.browser import blank, chromium, open_offline
-from conftest import PETIMAGES
 
 pytestmark = pytest.mark.integration
 

@@ -4,13 +4,13 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import PETIMAGES
 from petprobe.backbones import get_backbone
-from petprobe.probing.sheets import amplify, attack_sheet
-from petprobe.reporting.figures import DPI, MIN_WIDTH, misclassified_grid, save_figure
 from petprobe.data.images import load_rgb
 from petprobe.errors import PetprobeError
+from petprobe.probing.sheets import amplify, attack_sheet
 from petprobe.reporting.curves import write_curves
-from conftest import PETIMAGES
+from petprobe.reporting.figures import DPI, MIN_WIDTH, misclassified_grid, save_figure
 
 pytestmark = pytest.mark.unit
 

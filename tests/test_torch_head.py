@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from petprobe.errors import PetprobeError
+from conftest import REPO
 from petprobe.artefacts import Artefacts
+from petprobe.errors import PetprobeError
 from petprobe.heads.torch_head import TorchHead
 from petprobe.heads.trained import load_head
-from conftest import REPO
 
 SMALL = dict(hidden=32, dropout=0.2, lr=3e-3, batch_size=4, max_epochs=30, patience=5)
 

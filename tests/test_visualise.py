@@ -6,10 +6,30 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from petprobe.probing.visualise import (adjust_color, class_log_prob, class_logit, color_jitter, color_sqrt, compose,
-                                        crop_resize, fourier_image, heldout_transforms, ideal_summary, jitter, l2, pad,
-                                        p_target_under_transforms, pixel_image, random_flip, random_resized_crop,
-                                        random_rotate, random_scale, render, standard_transforms, total_variation)
+from petprobe.probing.visualise import (
+    adjust_color,
+    class_log_prob,
+    class_logit,
+    color_jitter,
+    color_sqrt,
+    compose,
+    crop_resize,
+    fourier_image,
+    heldout_transforms,
+    ideal_summary,
+    jitter,
+    l2,
+    p_target_under_transforms,
+    pad,
+    pixel_image,
+    random_flip,
+    random_resized_crop,
+    random_rotate,
+    random_scale,
+    render,
+    standard_transforms,
+    total_variation,
+)
 
 pytestmark = pytest.mark.unit
 

@@ -33,12 +33,11 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
-from petprobe.progress import progress as progress_bar
-
 from petprobe.artefacts import DOWNLOAD_PINS
 from petprobe.checksums import CHUNK, file_digests
 from petprobe.errors import PetprobeError, one_line
 from petprobe.outputs import write_json
+from petprobe.progress import progress as progress_bar
 
 if TYPE_CHECKING:
     from petprobe.data.datasets import Archive
@@ -400,7 +399,7 @@ def _write_members(archive: Path, handle, checked, read, target: Path, max_bytes
     target.mkdir(parents=True, exist_ok=True)
     root = target.resolve()
     name_max, path_max = os.pathconf(target, "PC_NAME_MAX"), os.pathconf(target, "PC_PATH_MAX")
-    for path, member, is_dir, size in progress_bar(checked, desc=f"unpack {archive.name}", unit="file", leave=False):
+    for path, member, is_dir, _size in progress_bar(checked, desc=f"unpack {archive.name}", unit="file", leave=False):
         if not _utf8(str(path)):  # a tar name in a legacy encoding: as copy_tree, left out and recorded
             skipped.append({"path": printable_name(path.as_posix()), "reason": "file name is not valid UTF-8"})
             continue

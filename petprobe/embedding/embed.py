@@ -12,18 +12,18 @@ from __future__ import annotations
 
 import copy
 import sys
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
-from petprobe.progress import progress as progress_bar
 
 from petprobe.artefacts import Artefacts
 from petprobe.backbones import Backbone, get_backbone
 from petprobe.data.images import load_rgb_tensor
 from petprobe.device import Precision
 from petprobe.errors import PetprobeError, one_line
+from petprobe.progress import progress as progress_bar
 
 __all__ = ["ImageFiles", "fold_batchnorm", "image_batches", "embed_images", "embedding_backbone"]
 
