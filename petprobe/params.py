@@ -72,7 +72,7 @@ class DataParams:
 
 @dataclass(frozen=True)
 class EmbedParams:
-    batch_size: int = _spec(0, ge=0, le=4096)  # 0 = auto: 32 on CPU, 128 on CUDA (embeddings.AUTO_BATCH_SIZE)
+    batch_size: int = _spec(0, ge=0, le=4096)  # 0 = auto: 32 on CPU, 128 on CUDA (device.AUTO_BATCH_SIZE)
     num_workers: int = _spec(2, ge=0, le=64)
     precision: str = _spec("auto", choices=("auto", "fp32", "bf16", "fp16"))
 
