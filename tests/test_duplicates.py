@@ -161,7 +161,7 @@ def embed(lite0, paths) -> np.ndarray:
                                             num_workers=0, device=cpu, precision=resolve_precision("fp32", cpu))))
 
 
-@pytest.mark.unit
+@pytest.mark.integration
 def test_audit_finds_copies_across_splits_and_nothing_else(tmp_path, lite0):
     # One real photo in train, its copies (and a 6% crop per side, which the hash may miss, and a
     # mirror image, which it does miss) in test, 40 other real photos spread over the three splits.
@@ -297,7 +297,7 @@ def test_an_official_test_split_is_never_moved():
 
 # --- the workspace sample -----------------------------------------------------------------------------
 
-@pytest.mark.unit
+@pytest.mark.integration
 @pytest.mark.workspace
 def test_dog_74_and_180_are_the_one_near_duplicate_pair_of_the_petimages_sample(lite0):
     candidates, _ = get_dataset("catsdogs").list_candidates(WORKSPACE_PETIMAGES.parent)

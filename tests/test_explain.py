@@ -38,7 +38,7 @@ from petprobe.probing.measures import (
     uniform_map,
 )
 
-pytestmark = pytest.mark.unit
+pytestmark = pytest.mark.integration
 
 TRIMAP_PHOTOS = ["Abyssinian_101", "Abyssinian_107", "Bengal_107", "american_bulldog_106"]
 

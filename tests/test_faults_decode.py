@@ -122,7 +122,7 @@ def test_reference_photos_are_far_inside_the_jpeg_budget():
     assert n > 2000 and worst < 9 and MAX_JPEG_SCAN_BLOCKS == 16 * MAX_PIXELS // 64
 
 
-@pytest.mark.unit
+@pytest.mark.integration
 def test_a_flood_of_empty_png_chunks_is_cut_at_the_read_budget_and_real_images_are_far_below_it(tmp_path):
     """The same kind of bomb in another format: PIL parses PNG chunks in Python, two reads each.
     65,000 empty chunks (130,000 reads) are decoded; 70,000 (140,000) are refused. A 22 MB PNG of
@@ -614,7 +614,7 @@ def test_decoder_messages_go_into_the_reason_not_onto_stderr(tmp_path, capfd):
     assert "Using code not yet in table" in reason
 
 
-@pytest.mark.unit
+@pytest.mark.integration
 def test_published_folders_get_the_usual_mode_whatever_their_writer_did(tmp_path, monkeypatch):
     from petprobe.reporting.curves import write_curves
 

@@ -9,7 +9,7 @@ from PIL import Image
 
 from conftest import PETIMAGES
 
-pytestmark = pytest.mark.unit
+pytestmark = pytest.mark.integration
 
 TINY = {
     "datasets": ["catsdogs"],
