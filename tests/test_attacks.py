@@ -45,7 +45,7 @@ def test_pgd_same_seed_same_images_other_seed_other_images(small):
     assert not torch.equal(first, make(1))
 
 
-@pytest.mark.unit
+@pytest.mark.integration
 def test_pgd_restores_training_mode_and_leaves_model_gradients_alone(small):
     model, classes, images = small
     model.train()
@@ -77,7 +77,7 @@ def test_pgd_turns_dogs_into_cats_at_224px(cat_dog_classifier):
     assert torch.allclose(result.linf, torch.full((2,), 8 / 255), atol=1e-6)
 
 
-@pytest.mark.unit
+@pytest.mark.integration
 def test_unbounded_leaves_fooled_images_alone_and_moves_the_others(small):
     model, classes, images = small
     with torch.no_grad():

@@ -75,7 +75,7 @@ def test_torchvision_builder_gives_the_registered_dim_and_folds_its_batchnorm_ex
         torch.testing.assert_close(fold_batchnorm(model)(x), rows, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.unit
+@pytest.mark.integration
 @pytest.mark.parametrize("name", ["efficientnet_lite0", "mobilenet_v2"])
 def test_offline_backbones_fold_their_batchnorm_exactly(name, cat_dog_images):
     backbone = get_backbone(name)
@@ -109,7 +109,7 @@ def _seed_mobilenet_v2_file(torch_home) -> TorchvisionWeights:
     return weights
 
 
-@pytest.mark.unit
+@pytest.mark.integration
 def test_torchvision_weights_load_from_a_preseeded_torch_home(tmp_path, monkeypatch, cat_dog_images):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     backbone = get_backbone("mobilenet_v2_torchvision")

@@ -46,7 +46,7 @@ def test_misclassified_grid_shows_the_most_confident_mistakes_first(tmp_path):
     assert load_rgb(tmp_path / "a.png").size[0] > 200  # a real picture, not an empty canvas
 
 
-@pytest.mark.unit
+@pytest.mark.integration
 @pytest.mark.parametrize("name", ["efficientnet_lite0", "mobilenet_v2"])
 def test_split_last_block_recomposes_the_backbone(name):
     backbone = get_backbone(name)
