@@ -21,11 +21,9 @@ import os
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
-import psutil
 import torch
 from torch.utils.data import DataLoader
 from torchvision import datasets, transforms as T
@@ -34,40 +32,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from petprobe.backbones import get_backbone  # noqa: E402
+from petprobe.data.images import inspect_image  # noqa: E402
 from petprobe.device import resolve_batch_size, resolve_precision  # noqa: E402
 from petprobe.embedding.embed import embed_images  # noqa: E402
-from petprobe.data.images import inspect_image  # noqa: E402
 from petprobe.params import load_params  # noqa: E402
-
-
-class PeakRSS:
-    """Peak memory of this process and its children while the block runs, sampled in a thread.
-
-    Summed as PSS (proportional set size): forked DataLoader workers share most of their pages
-    with the parent, and adding up their RSS would count those pages once per process.
-    """
-
-    def __enter__(self):
-        self.peak, self._stop = 0, threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-        return self
-
-    def _sample(self):
-        me = psutil.Process()
-        while not self._stop.is_set():
-            total = me.memory_full_info().pss
-            for child in me.children(recursive=True):
-                try:
-                    total += child.memory_full_info().pss
-                except psutil.Error:
-                    pass
-            self.peak = max(self.peak, total)
-            self._stop.wait(0.02)
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
+from pss import PssSampler  # noqa: E402  (this process and its DataLoader workers)
 
 
 def image_folder(source: Path, n: int, dest: Path) -> list[str]:
@@ -138,7 +107,7 @@ def main() -> None:
             speed, peak = {"naive": [], "petprobe": []}, {"naive": 0, "petprobe": 0}
             for _ in range(args.rounds):
                 for method in ("naive", "petprobe"):
-                    with PeakRSS() as rss:
+                    with PssSampler(interval=0.02) as rss:
                         started = time.perf_counter()
                         if method == "naive":
                             n = naive(model, Path(tmp), backbone.preprocessing, device)
@@ -147,7 +116,7 @@ def main() -> None:
                         if device.type == "cuda":
                             torch.cuda.synchronize()
                         speed[method].append(n / (time.perf_counter() - started))
-                    peak[method] = max(peak[method], rss.peak)
+                    peak[method] = max(peak[method], rss.peak_total)
             name = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
             precision = resolve_precision(cfg.precision, device).name
             for method in ("naive", "petprobe"):

@@ -23,8 +23,8 @@ measurements on the CPU (and skips GPU decoding), to check the script itself on 
 from __future__ import annotations
 
 import argparse
-import json
 import importlib.util
+import json
 import os
 import statistics
 import subprocess
@@ -152,13 +152,13 @@ def load_compare_runs():
 
 def repro_on_device(args) -> list[tuple[str, object, str]]:
     """`dvc repro` of the sample in a temporary copy of the working tree; compare with the committed run."""
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    from scale import copy_worktree  # the same copy the scale benchmark runs in
+    sys.path.insert(0, str(REPO / "tests"))
+    from repo_copy import copy_repo  # the same copy the tests and the scale benchmark run in
 
     rows = []
     with tempfile.TemporaryDirectory(prefix="petprobe-gpu-") as tmp:
         work = Path(tmp) / "repo"
-        copy_worktree(work)
+        copy_repo(work)
         (work / ".dvc" / "config.local").write_text("[core]\n    no_scm = true\n")
         params = (work / "params.yaml").read_text()
         params = params.replace("mirror: ../shared/datasets", f"mirror: {SAMPLE}", 1)

@@ -30,8 +30,8 @@ sys.path.insert(0, str(REPO))
 
 from petprobe.data.datasets import get_dataset  # noqa: E402
 from petprobe.data.duplicates import cross_split_pairs  # noqa: E402
-from petprobe.data.phash import file_phash, join_near_duplicates  # noqa: E402
 from petprobe.data.images import inspect_image  # noqa: E402
+from petprobe.data.phash import file_phash, join_near_duplicates  # noqa: E402
 
 SAMPLE = REPO.parent / "shared" / "datasets"
 RAW = {"pets": SAMPLE / "oxford-iiit-pet", "catsdogs": SAMPLE}

@@ -40,7 +40,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections import defaultdict
 from concurrent.futures import ProcessPoolExecutor
@@ -51,6 +50,10 @@ import psutil
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+from pss import PssSampler  # noqa: E402
+from repo_copy import copy_repo  # noqa: E402  (the copy the tests run in)
+
 SAMPLE = REPO.parent / "shared" / "datasets"
 FULL_PER_CLASS = 12_500  # PetImages/Cat and PetImages/Dog in the official archive
 
@@ -224,61 +227,10 @@ def _generation_order(p: Path) -> tuple[int, str]:
 _STAGE = re.compile(r"-m\s*stages\.(\w+)\s+(\S+)")
 
 
-class ProcessSampler:
-    """Wall time and peak PSS per stage of a running `dvc repro` (every process under it).
-
-    A stage's processes are the `python -m stages.<name> <ds>` process and all its children
-    (DataLoader workers included); its memory is their summed PSS, its time from first to last
-    sighting (0.2 s resolution). ``peak_total`` is the whole tree's peak, dvc included.
-    """
-
-    def __init__(self, root: psutil.Process, interval: float = 0.2):
-        self.root, self.interval = root, interval
-        self.first: dict[str, float] = {}
-        self.last: dict[str, float] = {}
-        self.peak: dict[str, int] = defaultdict(int)
-        self.peak_total = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-
-    def _run(self):
-        while not self._stop.is_set():
-            now = time.perf_counter()
-            per_stage: dict[str, int] = defaultdict(int)
-            total = 0
-            try:
-                procs = [self.root, *self.root.children(recursive=True)]
-            except psutil.Error:
-                procs = []
-            owner: dict[int, str] = {}
-            for proc in procs:
-                try:
-                    mem = proc.memory_full_info().pss
-                    match = _STAGE.search(" ".join(proc.cmdline()))
-                    if match:
-                        owner[proc.pid] = f"{match.group(1)}@{match.group(2)}"
-                    parent = proc.ppid()
-                except psutil.Error:
-                    continue
-                total += mem
-                stage = owner.get(proc.pid) or owner.get(parent)
-                if stage:
-                    owner[proc.pid] = stage
-                    per_stage[stage] += mem
-            for stage, mem in per_stage.items():
-                self.first.setdefault(stage, now)
-                self.last[stage] = now
-                self.peak[stage] = max(self.peak[stage], mem)
-            self.peak_total = max(self.peak_total, total)
-            self._stop.wait(self.interval)
+def _stage_of(proc: psutil.Process) -> str | None:
+    """``<stage>@<ds>`` for a ``python -m stages.<stage> <ds>`` process (its children count to it too)."""
+    match = _STAGE.search(" ".join(proc.cmdline()))
+    return f"{match.group(1)}@{match.group(2)}" if match else None
 
 
 def _du(path: Path) -> int:
@@ -302,22 +254,11 @@ _OUTS = {
 _FIXED_WORK = ("render", "explain")
 
 
-def copy_worktree(dest: Path) -> None:
-    """The repo's tracked and untracked-but-not-ignored files (what a commit would hold), no data/."""
-    names = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO, check=True,
-                           capture_output=True).stdout.decode().split("\0")
-    for name in filter(None, names):
-        src = REPO / name
-        if src.is_file():
-            (dest / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest / name)
-
-
 def run_size(label: str, mirror: Path, counts: dict[str, int], workdir: Path, targets: list[str] = ()) -> dict:
     slug = label.replace("/", "_")
     work = Path(tempfile.mkdtemp(prefix=f"repo-{slug}-", dir=workdir))
     try:
-        copy_worktree(work)
+        copy_repo(work)
         # Not a git clone: DVC is told so (a CI-style clone would need the changes committed).
         (work / ".dvc" / "config.local").write_text("[core]\n    no_scm = true\n")
         params = (work / "params.yaml").read_text()
@@ -329,7 +270,7 @@ def run_size(label: str, mirror: Path, counts: dict[str, int], workdir: Path, ta
         log = open(workdir / f"repro-{slug}.log", "w")
         t0 = time.perf_counter()
         proc = psutil.Popen(["dvc", "repro", *targets], cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT)
-        with ProcessSampler(proc) as sampler:
+        with PssSampler(proc, group=_stage_of) as sampler:  # every process of the run, per stage
             # A snapshot every 20 s: a full-size run stopped early still shows the stages it finished.
             while (rc := proc.poll()) is None:
                 time.sleep(20)

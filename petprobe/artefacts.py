@@ -37,8 +37,8 @@ import pandas as pd
 from petprobe.checksums import image_list_sha256
 from petprobe.errors import PetprobeError, one_line
 from petprobe.heads.registry import HEADS, TRAINED
-from petprobe.outputs import atomic_dir, write_csv, write_json
 from petprobe.names import check_dataset_name
+from petprobe.outputs import atomic_dir, write_csv, write_json
 
 __all__ = ["Artefacts", "SPLITS", "SOURCE_RECORD", "DOWNLOADS", "DOWNLOAD_PINS", "DVC_CACHE", "read_npy_header"]
 

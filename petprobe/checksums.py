@@ -33,7 +33,7 @@ def file_digests(path: str | Path) -> tuple[str, str, int]:
     return md5.hexdigest(), sha.hexdigest(), n
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _cached_sha256(path: str, size: int, mtime_ns: int) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:

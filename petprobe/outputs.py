@@ -203,7 +203,7 @@ class NpyRowWriter:
         if self.rows != self.shape[0]:
             raise ValueError(f"{self.path.name}: {self.rows} rows written, {self.shape[0]} expected")
 
-    def __enter__(self) -> "NpyRowWriter":
+    def __enter__(self) -> NpyRowWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:

@@ -75,7 +75,7 @@ class DataParams:
 
 @dataclass(frozen=True)
 class EmbedParams:
-    batch_size: int = _spec(0, ge=0, le=4096)  # 0 = auto: 32 on CPU, 128 on CUDA (embeddings.AUTO_BATCH_SIZE)
+    batch_size: int = _spec(0, ge=0, le=4096)  # 0 = auto: 32 on CPU, 128 on CUDA (device.AUTO_BATCH_SIZE)
     num_workers: int = _spec(2, ge=0, le=64)
     precision: str = _spec("auto", choices=("auto", "fp32", "bf16", "fp16"))
 
@@ -332,7 +332,7 @@ def parse_params(raw: dict) -> Params:
     _check_shape(raw)  # first: walking a hostile shape must cost nothing else
     params = _build(Params, raw, "")
     for name in params.imagefolders:
-        check_dataset_name(name, f"params.yaml: 'imagefolders' key")
+        check_dataset_name(name, "params.yaml: 'imagefolders' key")
     for i, name in enumerate(params.datasets):
         check_dataset_name(name, f"params.yaml: 'datasets[{i}]'")
     if params.backbone not in catalogue.BACKBONE_NAMES:

@@ -78,7 +78,7 @@ class Predictor:
         return self.backbone.build()
 
     @classmethod
-    def for_dataset(cls, ds: str, model: str = DEFAULT, *, root: str | Path = ".") -> "Predictor":
+    def for_dataset(cls, ds: str, model: str = DEFAULT, *, root: str | Path = ".") -> Predictor:
         artefacts = Artefacts(ds, Path(root))
         if not artefacts.embeddings_meta.is_file():
             trained = Artefacts.trained(Path(root))

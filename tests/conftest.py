@@ -10,6 +10,9 @@ BMP and a GIF named ``.jpg``; pets' unlisted GIF ``Abyssinian_34.jpg`` and PNG `
 Checks that need the workspace sample itself (``../shared/datasets`` or ``$PETPROBE_SHARED/datasets``:
 its size, its accuracy floors) carry ``@pytest.mark.workspace`` and read ``WORKSPACE_*``; without it
 they skip with one line naming what is missing. ``python -m pytest -m workspace`` runs only them.
+
+Every test carries exactly one tier, ``unit``, ``integration`` or ``e2e`` (see pyproject.toml's
+markers); the collection fails on a test with none or two.
 """
 
 from __future__ import annotations
@@ -18,7 +21,6 @@ import hashlib
 import inspect
 import os
 import shutil
-import subprocess
 import tempfile
 from pathlib import Path
 
@@ -28,6 +30,7 @@ from PIL import Image
 
 from petprobe.checksums import tree_digest
 from petprobe.data.sample import SAMPLE_DIR, sample_mirror
+from repo_copy import copy_repo  # noqa: F401  (the tests import it from here)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("PETPROBE_SHARED", REPO.parent / "shared")).resolve()
@@ -81,13 +84,26 @@ PETS = DATASETS / "oxford-iiit-pet"
 PETIMAGES = DATASETS / "PetImages"
 
 
+# The test tiers (registered in pyproject.toml): each test carries exactly one, so `-m unit` is
+# a complete, quick selection and no new test can fall outside every tier.
+TIERS = ("unit", "integration", "e2e")
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects anything: every collected test is checked
 def pytest_collection_modifyitems(config, items):
-    if HAS_WORKSPACE:
-        return
-    skip = pytest.mark.skip(reason=WORKSPACE_MISSING)
+    wrong = []
     for item in items:
-        if "workspace" in item.keywords:
-            item.add_marker(skip)
+        tiers = sorted({mark.name for mark in item.iter_markers() if mark.name in TIERS})
+        if len(tiers) != 1:
+            wrong.append(f"{item.nodeid}: {', '.join(tiers) or 'no tier'}")
+    if wrong:
+        raise pytest.UsageError(f"every test needs exactly one tier mark ({', '.join(TIERS)}; a module's "
+                                "pytestmark or the test's own):\n  " + "\n  ".join(wrong))
+    if not HAS_WORKSPACE:
+        skip = pytest.mark.skip(reason=WORKSPACE_MISSING)
+        for item in items:
+            if "workspace" in item.keywords:
+                item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")
@@ -102,18 +118,6 @@ def photo_folder(dest: Path, per_class: int) -> Path:
         (dest / label).mkdir(parents=True)
         for n in range(1, per_class + 1):
             shutil.copyfile(PETIMAGES / label / f"{n}.jpg", dest / label / f"{n}.jpg")
-    return dest
-
-
-def copy_repo(dest: Path) -> Path:
-    """A fresh copy of the tracked (and untracked, non-ignored) repo files, as a new git+DVC repo."""
-    files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO,
-                           check=True, capture_output=True).stdout.decode().split("\0")
-    for name in filter(None, files):
-        src = REPO / name
-        if src.is_file():
-            (dest / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest / name)
     return dest
 
 
@@ -176,10 +180,9 @@ def cat_dog_classifier(cat_dog_images):
     import torch
 
     from petprobe.backbones import get_backbone
-    from petprobe.data.images import load_images
+    from petprobe.data.images import load_images, load_rgb
     from petprobe.heads.logreg import LogRegHead
     from petprobe.probing.classifier import pixel_classifier, pixel_transforms
-    from petprobe.data.images import load_rgb
 
     backbone = get_backbone("efficientnet_lite0")
     net = backbone.build()

@@ -21,6 +21,7 @@ def flipped(classes, n_cats=4, n_dogs=4):
     return torch.tensor([classes.index("Dog")] * n_cats + [classes.index("Cat")] * n_dogs)
 
 
+@pytest.mark.integration
 def test_pgd_stays_in_the_eps_ball_and_in_unit_range(small):
     model, classes, images = small
     eps = 2 / 255
@@ -32,6 +33,7 @@ def test_pgd_stays_in_the_eps_ball_and_in_unit_range(small):
     assert float((adv - images).abs().max()) > eps / 2  # it did move
 
 
+@pytest.mark.integration
 def test_pgd_same_seed_same_images_other_seed_other_images(small):
     model, classes, images = small
     targets = flipped(classes)
@@ -43,6 +45,7 @@ def test_pgd_same_seed_same_images_other_seed_other_images(small):
     assert not torch.equal(first, make(1))
 
 
+@pytest.mark.integration
 def test_pgd_restores_training_mode_and_leaves_model_gradients_alone(small):
     model, classes, images = small
     model.train()
@@ -54,6 +57,7 @@ def test_pgd_restores_training_mode_and_leaves_model_gradients_alone(small):
     assert all(p.grad is None for p in model.parameters())
 
 
+@pytest.mark.unit
 def test_pgd_repr_lists_its_hyperparameters(small):
     model, _, _ = small
     assert repr(PGD(model, eps=4 / 255, alpha=1 / 255, steps=10, random_start=False, seed=3)) == \
@@ -61,6 +65,7 @@ def test_pgd_repr_lists_its_hyperparameters(small):
     assert repr(Unbounded(model, alpha=1 / 255, steps=50)) == "Unbounded(alpha=0.003922, steps=50)"
 
 
+@pytest.mark.integration
 def test_pgd_turns_dogs_into_cats_at_224px(cat_dog_classifier):
     model, classes, images = cat_dog_classifier
     dogs, cat = images[4:6], classes.index("Cat")
@@ -72,6 +77,7 @@ def test_pgd_turns_dogs_into_cats_at_224px(cat_dog_classifier):
     assert torch.allclose(result.linf, torch.full((2,), 8 / 255), atol=1e-6)
 
 
+@pytest.mark.integration
 def test_unbounded_leaves_fooled_images_alone_and_moves_the_others(small):
     model, classes, images = small
     with torch.no_grad():
@@ -86,6 +92,7 @@ def test_unbounded_leaves_fooled_images_alone_and_moves_the_others(small):
         assert int(model(adv[1:]).argmax(1)) == int(targets[1])
 
 
+@pytest.mark.unit
 def test_quantize_rounds_to_8_bit_levels_and_png_roundtrip_reads_real_files(tmp_path):
     images = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
     levels = quantize(images)
@@ -112,6 +119,7 @@ class MeanThreshold(nn.Module):
         return torch.stack([torch.zeros_like(score), score], 1)
 
 
+@pytest.mark.unit
 def test_assess_recomputes_success_on_the_image_read_back_from_png():
     # 127.4/255 beats the threshold 127.2/255 as a float, but the PNG stores 127/255, which does not.
     model = MeanThreshold(127.2 / 255)
@@ -124,6 +132,7 @@ def test_assess_recomputes_success_on_the_image_read_back_from_png():
     assert result.png_via_predict_success is None  # no predict path given
 
 
+@pytest.mark.unit
 def test_transfer_success_counts_only_images_the_transfer_model_gets_right_when_clean():
     # The transfer model calls an image "target" (1) when its mean is above 0.5. Images 0-1 are dark
     # (right: source 0), images 2-3 bright (already wrong, "target", when clean). The attack changed
@@ -143,6 +152,7 @@ def test_transfer_success_counts_only_images_the_transfer_model_gets_right_when_
     assert pooled["transfer_n_clean_correct"] == 4 and pooled["transfer_success_of_clean_correct"] == 0.5
 
 
+@pytest.mark.unit
 def test_transfer_is_also_counted_over_the_images_whose_white_box_attack_succeeded():
     # White-box model: "target" (1) above a mean of 0.5; transfer model: above 0.7. Clean images are
     # dark (source 0) but the last; the attack brightens images 0 (to 0.9) and 1 (to 0.6).
@@ -167,6 +177,7 @@ def test_transfer_is_also_counted_over_the_images_whose_white_box_attack_succeed
     assert none["transfer_n_whitebox_success"] == 0 and none["transfer_success_of_whitebox_success"] is None
 
 
+@pytest.mark.integration
 def test_png_via_predict_runs_the_saved_file_through_petprobe_predict(cat_dog_embeddings, cat_dog_images):
     import numpy as np
 

@@ -13,22 +13,23 @@ from torchvision.models import get_model, get_weight
 
 from conftest import REPO
 from petprobe import cli
-from petprobe.backbones import (Preprocessing, TorchvisionWeights, get_backbone, list_backbones,
-                              register_backbone)
+from petprobe.backbones import Preprocessing, TorchvisionWeights, get_backbone, list_backbones, register_backbone
+from petprobe.data.images import load_rgb_tensor
 from petprobe.embedding.embed import fold_batchnorm
 from petprobe.errors import PetprobeError
-from petprobe.data.images import load_rgb_tensor
 
 TORCHVISION_BACKBONES = ["convnext_tiny", "efficientnet_b0", "mobilenet_v2_torchvision", "mobilenet_v3_large",
                          "resnet18", "resnet50", "vgg16"]
 
 
+@pytest.mark.unit
 def test_registry_lists_the_offline_and_torchvision_backbones_sorted():
     names = list_backbones()
     assert names == sorted(names)
     assert set(names) >= {"efficientnet_lite0", "mobilenet_v2", *TORCHVISION_BACKBONES}
 
 
+@pytest.mark.unit
 def test_unknown_backbone_error_names_every_valid_one_sorted():
     with pytest.raises(PetprobeError) as err:
         get_backbone("resnet19")
@@ -37,6 +38,7 @@ def test_unknown_backbone_error_names_every_valid_one_sorted():
     assert message.endswith(f"(valid: {', '.join(sorted(list_backbones()))})")
 
 
+@pytest.mark.unit
 def test_registering_a_name_twice_raises_and_keeps_the_first():
     first = get_backbone("mobilenet_v2")
     with pytest.raises(ValueError, match="'mobilenet_v2' is already registered"):
@@ -44,6 +46,7 @@ def test_registering_a_name_twice_raises_and_keeps_the_first():
     assert get_backbone("mobilenet_v2") is first
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("name", TORCHVISION_BACKBONES)
 def test_torchvision_entry_takes_preprocessing_from_its_weights_enum(name):
     backbone = get_backbone(name)
@@ -54,6 +57,7 @@ def test_torchvision_entry_takes_preprocessing_from_its_weights_enum(name):
     assert len(backbone.weights.categories) == 1000
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("name", TORCHVISION_BACKBONES)
 def test_torchvision_builder_gives_the_registered_dim_and_folds_its_batchnorm_exactly(name):
     """The builder loads a full classifier state_dict strictly and drops the last Linear layer;
@@ -71,6 +75,7 @@ def test_torchvision_builder_gives_the_registered_dim_and_folds_its_batchnorm_ex
         torch.testing.assert_close(fold_batchnorm(model)(x), rows, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("name", ["efficientnet_lite0", "mobilenet_v2"])
 def test_offline_backbones_fold_their_batchnorm_exactly(name, cat_dog_images):
     backbone = get_backbone(name)
@@ -83,6 +88,7 @@ def test_offline_backbones_fold_their_batchnorm_exactly(name, cat_dog_images):
         torch.testing.assert_close(folded(x), model(x), rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.unit
 def test_imagenet_statistics_are_written_only_in_the_registry():
     """Preprocessing travels with the weights: no other module hard-codes ImageNet mean/std."""
     hits = sorted(p.relative_to(REPO).as_posix() for folder in ("petprobe", "stages")
@@ -103,6 +109,7 @@ def _seed_mobilenet_v2_file(torch_home) -> TorchvisionWeights:
     return weights
 
 
+@pytest.mark.integration
 def test_torchvision_weights_load_from_a_preseeded_torch_home(tmp_path, monkeypatch, cat_dog_images):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     backbone = get_backbone("mobilenet_v2_torchvision")
@@ -128,6 +135,7 @@ def test_torchvision_weights_load_from_a_preseeded_torch_home(tmp_path, monkeypa
         assert torch.allclose(model(batch), get_backbone("mobilenet_v2").build()(batch), atol=1e-5)
 
 
+@pytest.mark.unit
 def test_missing_torchvision_weights_fail_fast_with_one_line_naming_the_file(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     # A proxy nobody listens on: the download fails at once, with or without internet.
@@ -147,6 +155,7 @@ def test_missing_torchvision_weights_fail_fast_with_one_line_naming_the_file(tmp
     assert not checkpoints.exists() or list(checkpoints.iterdir()) == []  # no partial file left behind
 
 
+@pytest.mark.unit
 def test_petprobe_backbones_lists_dims_sources_and_offline_availability(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     _seed_mobilenet_v2_file(tmp_path)

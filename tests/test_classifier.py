@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from petprobe.backbones import get_backbone
 from petprobe.artefacts import Artefacts
+from petprobe.backbones import get_backbone
 from petprobe.data.images import load_rgb
 from petprobe.device import Precision
 from petprobe.embedding.embed import embed_images, embedding_backbone
@@ -13,12 +13,13 @@ from petprobe.errors import PetprobeError
 from petprobe.heads.logreg import LogRegHead
 from petprobe.heads.trained import load_head
 from petprobe.heads.training import predict_proba
-from petprobe.probing.classifier import pixel_classifier, pixel_transforms
-from petprobe.probing.transfer import pick_transfer_backbone
 from petprobe.outputs import write_json
 from petprobe.params import parse_params
+from petprobe.probing.classifier import pixel_classifier, pixel_transforms
+from petprobe.probing.transfer import pick_transfer_backbone
 
 
+@pytest.mark.unit
 def test_pixel_transforms_plus_normalize_equal_the_registry_transforms(cat_dog_images):
     backbone = get_backbone("mobilenet_v2")
     model = pixel_classifier(backbone, torch.nn.Identity(), net=torch.nn.Identity())
@@ -28,6 +29,7 @@ def test_pixel_transforms_plus_normalize_equal_the_registry_transforms(cat_dog_i
     assert torch.allclose(model(pixels[None])[0], backbone.transforms()(image), atol=1e-6)
 
 
+@pytest.mark.integration
 def test_pixel_classifier_gives_the_heads_probabilities_on_pipeline_embeddings(cat_dog_images, cat_dog_classifier,
                                                                               tmp_path):
     # The embed stage's path (registry transforms, embed_images) and a saved + reloaded head ...
@@ -47,6 +49,7 @@ def test_pixel_classifier_gives_the_heads_probabilities_on_pipeline_embeddings(c
     assert np.allclose(predict_proba(pixel, images, batch_size=16).numpy(), head.predict_proba(X), atol=1e-4)
 
 
+@pytest.mark.unit
 def test_embedding_backbone_checks_the_weights(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # meta.json is rewritten below: the writer replaces only inside ./data/
     backbone = get_backbone("mobilenet_v2")
@@ -63,6 +66,7 @@ def test_embedding_backbone_checks_the_weights(tmp_path, monkeypatch):
         embedding_backbone(artefacts)
 
 
+@pytest.mark.unit
 def test_transfer_backbone_auto_picks_another_one():
     assert pick_transfer_backbone("auto", "efficientnet_lite0") == "mobilenet_v2"
     assert pick_transfer_backbone("auto", "mobilenet_v2") == "efficientnet_lite0"
@@ -80,6 +84,7 @@ def test_transfer_backbone_auto_picks_another_one():
     ({"head": "svm"}, "valid: head, logreg"),
     ({"typo": 1}, "unknown key 'render.typo'"),
 ])
+@pytest.mark.unit
 def test_render_params_are_checked(render, message):
     with pytest.raises(PetprobeError, match=message):
         parse_params({"render": render})

@@ -14,6 +14,8 @@ import pytest
 
 from conftest import image_folder_repo
 
+pytestmark = pytest.mark.integration
+
 
 def run(repo, *args):
     result = subprocess.run([sys.executable, "-m", *args], cwd=repo, capture_output=True, text=True, timeout=600)

@@ -10,6 +10,8 @@ from petprobe.errors import PetprobeError
 from petprobe.reporting import docs
 from petprobe.reporting.docs import EpsTable, Row, Table, main, regenerate, render_table
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.fixture
 def metrics(tmp_path, monkeypatch):

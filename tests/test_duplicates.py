@@ -20,8 +20,8 @@ from sklearn.metrics.pairwise import cosine_similarity
 from conftest import PETIMAGES, PETS, WORKSPACE_PETIMAGES, copy_repo, photo_folder
 from petprobe.data.datasets import assign_splits, get_dataset, imagefolder_spec
 from petprobe.data.duplicates import audit_summary, centred_cosine, cross_split_pairs
-from petprobe.data.phash import file_phash, hash_pairs, join_near_duplicates, phash, phash_hex, popcount
 from petprobe.data.manifest import build_manifest, check_candidates
+from petprobe.data.phash import file_phash, hash_pairs, join_near_duplicates, phash, phash_hex, popcount
 
 MAX_BITS, MIN_COSINE = 8, 0.9  # params.yaml's defaults
 
@@ -45,6 +45,7 @@ def real_photos(n: int, folder: str = "Cat", start: int = 1, root: Path = PETIMA
 
 # --- the measures against independent implementations -------------------------------------------
 
+@pytest.mark.unit
 def test_phash_equals_the_imagehash_package_on_real_photos_of_every_mode():
     photos = real_photos(12, "Cat") + real_photos(12, "Dog")
     odd = [PETS / "images/Abyssinian_34.jpg", PETS / "images/Abyssinian_5.jpg"]  # a GIF and an RGBA PNG
@@ -59,6 +60,7 @@ def test_phash_equals_the_imagehash_package_on_real_photos_of_every_mode():
     assert ours.tolist() == [[a - b for b in theirs] for a in theirs]
 
 
+@pytest.mark.unit
 def test_phash_of_a_hand_computed_image():
     # 32x32 grey, left half 0 and right half 255 (no resize needed): every DCT row but the first is 0,
     # and in the first row X[k] = 255 * sum_{n>=16} cos(pi k (2n+1) / 64) is 0 for even k > 0,
@@ -72,6 +74,7 @@ def test_phash_of_a_hand_computed_image():
     assert str(imagehash.phash(Image.fromarray(pixels, "L"))) == phash_hex(expected) == "9100000000000000"
 
 
+@pytest.mark.unit
 def test_popcount_and_pair_search_against_brute_force():
     rng = np.random.default_rng(0)
     values = rng.integers(0, 2**63, 300, dtype=np.uint64) * np.uint64(2) + rng.integers(0, 2, 300, dtype=np.uint64)
@@ -91,6 +94,7 @@ def test_popcount_and_pair_search_against_brute_force():
     assert list(zip(i.tolist(), j.tolist(), bits.tolist())) == brute
 
 
+@pytest.mark.unit
 def test_centred_cosine_equals_sklearn_on_centred_features():
     rng = np.random.default_rng(1)
     X = np.abs(rng.normal(size=(60, 32))).astype(np.float32)  # positive, like pooled ReLU features
@@ -124,6 +128,7 @@ def copies_of(photo: Path, folder: Path) -> dict[str, Path]:
     }
 
 
+@pytest.mark.unit
 def test_hash_catches_copies_of_a_real_photo_and_no_other_photo(tmp_path):
     photo = real_photos(1, "Dog", start=30)[0]
     original = file_phash(photo)
@@ -156,6 +161,7 @@ def embed(lite0, paths) -> np.ndarray:
                                             num_workers=0, device=cpu, precision=resolve_precision("fp32", cpu))))
 
 
+@pytest.mark.integration
 def test_audit_finds_copies_across_splits_and_nothing_else(tmp_path, lite0):
     # One real photo in train, its copies (and a 6% crop per side, which the hash may miss, and a
     # mirror image, which it does miss) in test, 40 other real photos spread over the three splits.
@@ -227,6 +233,7 @@ def _manifest(root: Path, usable, *, seed: int, group: bool) -> pd.DataFrame:
                           group_near_duplicates=group, near_duplicate_bits=MAX_BITS)
 
 
+@pytest.mark.unit
 def test_grouping_keeps_planted_copies_in_one_split_stratified_and_seeded(planted):
     root, pairs = planted
     candidates, _ = imagefolder_spec("planted", str(root)).list_candidates(root)
@@ -255,6 +262,7 @@ def test_grouping_keeps_planted_copies_in_one_split_stratified_and_seeded(plante
     assert not first.split.equals(_manifest(root, usable, seed=4, group=True).split)
 
 
+@pytest.mark.unit
 def test_without_near_duplicates_grouping_changes_nothing():
     # The PetImages sample minus one of its pair: grouping on or off, the same split.
     candidates, _ = get_dataset("catsdogs").list_candidates(PETIMAGES.parent)
@@ -267,6 +275,7 @@ def test_without_near_duplicates_grouping_changes_nothing():
         build_manifest(PETIMAGES.parent, usable, group_near_duplicates=False, **kwargs))
 
 
+@pytest.mark.unit
 def test_an_official_test_split_is_never_moved():
     # A trainval image with a copy in the official test split, and two trainval copies of another.
     paths = ["a_1.jpg", "a_2.jpg", "b_1.jpg", "b_2.jpg", "c_1.jpg", "c_2.jpg", "c_3.jpg", "c_4.jpg", "c_5.jpg"]
@@ -288,6 +297,7 @@ def test_an_official_test_split_is_never_moved():
 
 # --- the workspace sample -----------------------------------------------------------------------------
 
+@pytest.mark.integration
 @pytest.mark.workspace
 def test_dog_74_and_180_are_the_one_near_duplicate_pair_of_the_petimages_sample(lite0):
     candidates, _ = get_dataset("catsdogs").list_candidates(WORKSPACE_PETIMAGES.parent)
@@ -315,6 +325,7 @@ def run_stage(repo: Path, stage: str) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
 
 
+@pytest.mark.integration
 def test_prepare_and_duplicates_stages_list_a_planted_copy_then_keep_it_in_one_split(tmp_path):
     photos = photo_folder(tmp_path / "photos", per_class=6)
     Image.open(photos / "Cat" / "3.jpg").convert("RGB").save(photos / "Cat" / "copy.jpg", quality=60)

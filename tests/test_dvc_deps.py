@@ -18,8 +18,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from conftest import REPO
 from petprobe.params import Params
-from tests.conftest import REPO
+
+pytestmark = pytest.mark.unit
 
 PROJECT_PACKAGES = ("petprobe", "stages")
 

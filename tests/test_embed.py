@@ -20,6 +20,7 @@ def embed(name, paths, precision=FP32, batch_size=3):
                                             precision=precision)))
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("name", ["efficientnet_lite0", "mobilenet_v2"])
 def test_embeddings_have_the_right_shape_and_repeat_exactly(name, cat_dog_images):
     first = embed(name, cat_dog_images)
@@ -30,6 +31,7 @@ def test_embeddings_have_the_right_shape_and_repeat_exactly(name, cat_dog_images
     np.testing.assert_array_equal(first, embed(name, cat_dog_images))
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("name", ["efficientnet_lite0", "mobilenet_v2"])
 def test_real_weights_put_cats_nearer_cats_than_dogs(name, cat_dog_images):
     e = embed(name, cat_dog_images)
@@ -41,6 +43,7 @@ def test_real_weights_put_cats_nearer_cats_than_dogs(name, cat_dog_images):
     assert within > between + 0.05, (within, between)
 
 
+@pytest.mark.unit
 def test_efficientnet_lite0_classifier_recognises_a_cat(cat_dog_images):
     from torchvision.models import get_model_weights
 
@@ -56,6 +59,7 @@ def test_efficientnet_lite0_classifier_recognises_a_cat(cat_dog_images):
     assert top5[0] in range(281, 286), [categories[i] for i in top5]
 
 
+@pytest.mark.unit
 def test_registry_is_sorted_and_offline_backbones_verify_their_weights():
     names = list_backbones()
     assert names == sorted(names) and {"efficientnet_lite0", "mobilenet_v2"} <= set(names)

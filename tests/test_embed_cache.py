@@ -12,6 +12,8 @@ import yaml
 
 from conftest import copy_repo, make_quick, photo_folder
 
+pytestmark = pytest.mark.e2e
+
 
 def dvc(repo, *args) -> str:
     env = {**os.environ, "DVC_NO_ANALYTICS": "1", "DVC_SITE_CACHE_DIR": str(repo.parent / "site-cache")}
@@ -26,7 +28,6 @@ def git(repo, *args) -> None:
                    cwd=repo, check=True, capture_output=True)
 
 
-@pytest.mark.slow
 def test_logreg_params_never_reembed_and_a_backbone_switched_back_is_a_run_cache_hit(tmp_path):
     # A tiny dataset of real photos (8 cats, 8 dogs) through the real pipeline, in a copy of the repo.
     folder = photo_folder(tmp_path / "tiny", per_class=8)

@@ -11,10 +11,10 @@ from torchvision.transforms.v2.functional import pil_to_tensor
 
 from conftest import PETIMAGES, PETS
 from petprobe.backbones import get_backbone
+from petprobe.data.images import load_rgb, load_rgb_tensor
 from petprobe.device import resolve_precision
 from petprobe.embedding.embed import embed_images
 from petprobe.errors import PetprobeError
-from petprobe.data.images import load_rgb, load_rgb_tensor
 
 CMYK_JPEG = PETIMAGES / "Cat" / "10125.jpg"
 GRAY_JPEG = PETIMAGES / "Dog" / "10158.jpg"
@@ -39,6 +39,7 @@ def odd_jpegs(tmp_path_factory, cat_dog_images) -> list:
     return paths + [folder / "progressive.jpg"]
 
 
+@pytest.mark.unit
 @pytest.mark.filterwarnings("ignore:The image decoding:DeprecationWarning")  # torchvision 0.29, see images.py
 def test_fast_decode_gives_exactly_the_pixels_of_load_rgb(cat_dog_images, odd_jpegs):
     jpegs = [*cat_dog_images, CMYK_JPEG, GRAY_JPEG, *odd_jpegs]
@@ -53,6 +54,7 @@ def test_fast_decode_gives_exactly_the_pixels_of_load_rgb(cat_dog_images, odd_jp
     assert rotated.shape[1:] == load_rgb_tensor(odd_jpegs[0]).shape[1:][::-1]
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("name", ["efficientnet_lite0", "mobilenet_v2"])  # bicubic and bilinear
 def test_uint8_crop_then_batch_normalize_equals_transforms(name, cat_dog_images):
     preprocessing = get_backbone(name).preprocessing
@@ -62,6 +64,7 @@ def test_uint8_crop_then_batch_normalize_equals_transforms(name, cat_dog_images)
     assert torch.equal(preprocessing.normalize(crops), reference)
 
 
+@pytest.mark.integration
 def test_embed_images_matches_a_plain_forward_pass_and_keeps_order(cat_dog_images):
     backbone = get_backbone("mobilenet_v2")
     model = backbone.build()
@@ -80,6 +83,7 @@ def test_embed_images_matches_a_plain_forward_pass_and_keeps_order(cat_dog_image
     assert np.array_equal(with_workers, rows)
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("num_workers", [0, 1])
 def test_unreadable_image_is_one_line_naming_the_file(tmp_path, cat_dog_images, num_workers):
     backbone = get_backbone("mobilenet_v2")
@@ -91,6 +95,7 @@ def test_unreadable_image_is_one_line_naming_the_file(tmp_path, cat_dog_images, 
     assert "\n" not in str(err.value) and str(missing) in str(err.value) and "rerun prepare" in str(err.value)
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("mode", ["L", "LA", "P", "P+tRNS", "RGBA", "I;16", "I", "F", "1", "CMYK"])
 def test_every_pil_mode_gives_the_same_pixels_as_a_tensor_and_as_rgb(tmp_path, mode):
     """The tensor path (grey repeated without PIL's RGB copy) against PIL's own convert("RGB") of the

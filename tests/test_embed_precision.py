@@ -9,15 +9,16 @@ import torch
 from conftest import WORKSPACE_PETS as PETS
 from petprobe.backbones import get_backbone
 from petprobe.data.datasets import get_dataset
+from petprobe.data.images import inspect_image
 from petprobe.device import resolve_precision
 from petprobe.embedding.embed import embed_images
 from petprobe.heads.logreg import LogRegHead, c_grid
-from petprobe.data.images import inspect_image
+
+pytestmark = pytest.mark.integration
 
 CPU = torch.device("cpu")
 
 
-@pytest.mark.slow
 @pytest.mark.workspace  # its accuracy floor and counts are the workspace sample's (~460 images, 57 test)
 def test_bf16_embeddings_agree_with_fp32_on_the_pets_sample():
     """Every readable image of the sample (~460, official trainval/test split), efficientnet_lite0."""

@@ -38,6 +38,7 @@ def run(args: list[str], cwd: Path, **env) -> subprocess.CompletedProcess:
     return done
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("n_rows,batch_size,world_size", [(10, 4, 2), (3, 4, 2), (0, 4, 3), (100, 8, 3), (7, 1, 4)])
 def test_shards_are_contiguous_disjoint_whole_batches_covering_every_row(n_rows, batch_size, world_size):
     shards = [shard_bounds(n_rows, batch_size, rank, world_size) for rank in range(world_size)]
@@ -62,6 +63,7 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 """
 
 
+@pytest.mark.integration
 def test_embed_stage_streams_rows_to_disk_with_flat_peak_memory(tmp_path, cat_dog_images):
     peak_kib = {}
     for n in (40, 160):
@@ -77,6 +79,7 @@ def test_embed_stage_streams_rows_to_disk_with_flat_peak_memory(tmp_path, cat_do
     assert peak_kib[160] - peak_kib[40] < held_rows_kib // 5, peak_kib
 
 
+@pytest.mark.integration
 def test_torchrun_two_processes_give_exactly_the_single_process_output(tmp_path, cat_dog_images):
     images = cat_dog_images
     # Uneven splits on purpose: with batches of 4, rank 0 gets no rows of val, all of test's 1 batch.

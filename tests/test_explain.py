@@ -15,12 +15,30 @@ from PIL import Image
 from conftest import PETIMAGES, PETS
 from petprobe.backbones import get_backbone
 from petprobe.errors import PetprobeError
-from petprobe.probing.attribution import (GradCAM, IntegratedGradients, feature_map_layer, feature_maps, randomised,
-                                          split_classifier)
+from petprobe.probing.attribution import (
+    GradCAM,
+    IntegratedGradients,
+    feature_map_layer,
+    feature_maps,
+    randomised,
+    split_classifier,
+)
 from petprobe.probing.classifier import pixel_transforms
-from petprobe.probing.measures import (centred_gaussian, constant_maps, curve_auc, deletion_insertion,
-                                       noisy_linear_impute, pet_share, pointing_hits, rank_correlation, read_trimap,
-                                       trimap_like, uniform_map)
+from petprobe.probing.measures import (
+    centred_gaussian,
+    constant_maps,
+    curve_auc,
+    deletion_insertion,
+    noisy_linear_impute,
+    pet_share,
+    pointing_hits,
+    rank_correlation,
+    read_trimap,
+    trimap_like,
+    uniform_map,
+)
+
+pytestmark = pytest.mark.integration
 
 TRIMAP_PHOTOS = ["Abyssinian_101", "Abyssinian_107", "Bengal_107", "american_bulldog_106"]
 
@@ -223,7 +241,7 @@ def explained(tmp_path_factory):
         shutil.copyfile(PETS / "images" / Path(path).name, root / path)
     trimaps = root / "data/raw/pets/annotations/trimaps"
     trimaps.mkdir(parents=True)
-    for path, _, split in rows[4:6] + rows[10:11]:  # three of the four test photos
+    for path, _, _split in rows[4:6] + rows[10:11]:  # three of the four test photos
         shutil.copyfile(PETS / "annotations/trimaps" / (path.rsplit("/", 1)[1][:-4] + ".png"),
                         trimaps / (path.rsplit("/", 1)[1][:-4] + ".png"))
     prepared = root / "data/prepared/pets"

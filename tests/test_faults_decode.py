@@ -11,9 +11,6 @@ import json
 import os
 import shutil
 import stat
-import struct
-import subprocess
-import sys
 import tarfile
 import zipfile
 from pathlib import Path
@@ -21,16 +18,31 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 from PIL import Image
 
-from conftest import (PETIMAGES, PETS, WORKSPACE_PETIMAGES, WORKSPACE_PETS, photo_folder,
-                      trained_logreg_repository)
-from hostile_files import (jpeg_scans, many_page_tiff, png16, png_chunk_flood, progressive_jpeg, scan_bomb_jpeg,
-                           with_trailing_junk)
+from conftest import PETIMAGES, WORKSPACE_PETIMAGES, WORKSPACE_PETS, photo_folder, trained_logreg_repository
+from hostile_files import (
+    jpeg_scans,
+    many_page_tiff,
+    png16,
+    png_chunk_flood,
+    progressive_jpeg,
+    scan_bomb_jpeg,
+    with_trailing_junk,
+)
 from petprobe.artefacts import Artefacts
-from petprobe.data.images import (MAX_DECODER_READS, MAX_FILE_BYTES, MAX_JPEG_SCAN_BLOCKS, MAX_JPEG_SCANS, MAX_PIXELS,
-                                  UnusableImage, inspect_image, load_images, load_rgb, load_rgb_tensor)
+from petprobe.data.images import (
+    MAX_DECODER_READS,
+    MAX_FILE_BYTES,
+    MAX_JPEG_SCAN_BLOCKS,
+    MAX_JPEG_SCANS,
+    MAX_PIXELS,
+    UnusableImage,
+    inspect_image,
+    load_images,
+    load_rgb,
+    load_rgb_tensor,
+)
 from petprobe.data.jpeg import jpeg_layout
 from petprobe.errors import MAX_LINE, PetprobeError, error_line, one_line, shorten
 from petprobe.outputs import write_json
@@ -46,6 +58,7 @@ def photo_jpeg() -> bytes:
 # --- 1. the progressive-JPEG scan bomb -------------------------------------------------------
 
 
+@pytest.mark.unit
 def test_scan_blocks_of_libjpegs_own_progressive_scripts_are_counted_exactly():
     """The walk's count against a hand computation from libjpeg's documented default scripts
     (jcparam.c, jpeg_simple_progression): grey, 6 scans over the one component; colour 4:2:0,
@@ -60,6 +73,7 @@ def test_scan_blocks_of_libjpegs_own_progressive_scripts_are_counted_exactly():
     assert len(jpeg_scans(colour)) == 10  # the test's own, independent marker walk agrees on the scans
 
 
+@pytest.mark.unit
 def test_the_issues_scan_bomb_is_rejected_before_decoding(tmp_path):
     bomb = scan_bomb_jpeg()  # 4096x4096 grey, the last scan repeated 20,000 times: 726 KB
     assert 700_000 < len(bomb) < 750_000
@@ -74,6 +88,7 @@ def test_the_issues_scan_bomb_is_rejected_before_decoding(tmp_path):
             load(path)
 
 
+@pytest.mark.unit
 def test_a_bomb_within_the_scan_limit_is_bounded_by_the_blocks_it_decodes(tmp_path):
     """60 repeats stay under the scan limit; 66 scans of 262,144 blocks are over the block budget.
     One repeat fewer than the budget allows is accepted and decodes (to the flat grey it is)."""
@@ -88,6 +103,7 @@ def test_a_bomb_within_the_scan_limit_is_bounded_by_the_blocks_it_decodes(tmp_pa
     assert pixels.shape == (3, 4096, 4096) and 127 <= int(pixels.min()) <= int(pixels.max()) <= 128
 
 
+@pytest.mark.unit
 @pytest.mark.workspace
 def test_reference_photos_are_far_inside_the_jpeg_budget():
     """Every JPEG of both workspace datasets, as their archives encoded them (the embedded sample's
@@ -106,6 +122,7 @@ def test_reference_photos_are_far_inside_the_jpeg_budget():
     assert n > 2000 and worst < 9 and MAX_JPEG_SCAN_BLOCKS == 16 * MAX_PIXELS // 64
 
 
+@pytest.mark.integration
 def test_a_flood_of_empty_png_chunks_is_cut_at_the_read_budget_and_real_images_are_far_below_it(tmp_path):
     """The same kind of bomb in another format: PIL parses PNG chunks in Python, two reads each.
     65,000 empty chunks (130,000 reads) are decoded; 70,000 (140,000) are refused. A 22 MB PNG of
@@ -125,6 +142,7 @@ def test_a_flood_of_empty_png_chunks_is_cut_at_the_read_budget_and_real_images_a
 # --- 3. memory far above the pixel count ---------------------------------------------------
 
 
+@pytest.mark.unit
 def test_16_bit_conversion_equals_the_float_formula_for_every_value():
     """The integer rounding ``(v + 128) // 257`` against the float formula it replaces, on all
     65,536 values, through a real 16-bit PNG (256 x 256 = every value once)."""
@@ -140,6 +158,7 @@ def test_16_bit_conversion_equals_the_float_formula_for_every_value():
     assert np.array_equal(got, expected)
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("mode, high", [("F", 1000.0), ("F", 200.0), ("I", 40000)])
 def test_32_bit_images_convert_band_by_band_exactly_as_whole(mode, high):
     from petprobe.data.images import _BAND_ROWS, _to_8bit
@@ -153,6 +172,7 @@ def test_32_bit_images_convert_band_by_band_exactly_as_whole(mode, high):
     assert np.array_equal(np.asarray(_to_8bit(im)), expected)
 
 
+@pytest.mark.integration
 def test_the_16_bit_7071_png_is_checked_and_loaded_in_bounded_memory(tmp_path):
     path = tmp_path / "gray16.png"
     path.write_bytes(png16(7071))
@@ -167,6 +187,7 @@ def test_the_16_bit_7071_png_is_checked_and_loaded_in_bounded_memory(tmp_path):
     assert peak_kib < GIB / 1024  # it was 1.4 GB for the check alone
 
 
+@pytest.mark.integration
 def test_trailing_junk_is_never_read_and_a_file_over_the_limit_is_refused(tmp_path):
     """A photo + 300 MiB of junk after its end marker (sparse: no disk) is the photo, loaded
     without reading the junk; + 1 GiB is over MAX_FILE_BYTES and refused before it is opened by a decoder."""
@@ -187,6 +208,7 @@ def test_trailing_junk_is_never_read_and_a_file_over_the_limit_is_refused(tmp_pa
 # --- 4. multi-page TIFF ---------------------------------------------------------------------
 
 
+@pytest.mark.unit
 def test_a_tiff_of_60000_pages_is_read_from_its_first_page(tmp_path):
     """Accepted, with bounded cost: only the first page is ever opened (the page count is never
     asked for; tests/test_fuzz_images.py shows a damaged second page is never read)."""
@@ -216,6 +238,7 @@ def raw_repo(tmp_path, monkeypatch):
     return Path("data/raw/tiny/Cat")
 
 
+@pytest.mark.unit
 def test_every_reader_refuses_a_link_out_of_the_raw_folder(raw_repo):
     import torch
 
@@ -237,6 +260,7 @@ def test_every_reader_refuses_a_link_out_of_the_raw_folder(raw_repo):
     assert inspect_image(raw_repo / "pipe.jpg") == "not a regular file (FIFO, socket or device)"  # without blocking
 
 
+@pytest.mark.unit
 def test_links_into_dvcs_cache_are_read(tmp_path, monkeypatch):
     """With DVC's `cache.type: symlink` every raw file is a link into .dvc/cache."""
     monkeypatch.chdir(tmp_path)
@@ -248,6 +272,7 @@ def test_links_into_dvcs_cache_are_read(tmp_path, monkeypatch):
     assert inspect_image("data/raw/tiny/Cat/1.jpg") is None
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("row", ["/dev/zero", "/etc/hostname", "data/raw/tiny/../../../etc/hostname",
                                  "data/raw/other/Cat/1.jpg", "data/rawx/tiny/1.jpg", "Cat/1.jpg"])
 def test_a_manifest_row_outside_the_raw_folder_is_one_line(tmp_path, monkeypatch, row):
@@ -262,6 +287,7 @@ def test_a_manifest_row_outside_the_raw_folder_is_one_line(tmp_path, monkeypatch
                               "data/raw/tiny/ (the only folder a manifest may name); rerun the prepare stage (dvc repro)")
 
 
+@pytest.mark.integration
 def test_embed_with_dev_zero_in_the_manifest_exits_with_one_line_in_bounded_memory(tmp_path, monkeypatch):
     monkeypatch.setenv("PETPROBE_PROGRESS", "off")
     photos = photo_folder(tmp_path / "photos", per_class=3)
@@ -305,6 +331,7 @@ def trained(tmp_path_factory, cat_dog_embeddings):
     return root
 
 
+@pytest.mark.integration
 def test_predict_on_the_hostile_files_gives_one_line_each_in_bounded_memory(trained, tmp_path, monkeypatch):
     monkeypatch.setenv("PETPROBE_PROGRESS", "off")
     folder = tmp_path / "in"
@@ -343,6 +370,7 @@ def test_predict_on_the_hostile_files_gives_one_line_each_in_bounded_memory(trai
 # --- 5. class names are plain text in figures ------------------------------------------------------
 
 
+@pytest.mark.unit
 def test_class_names_with_dollars_are_drawn_as_plain_text(tmp_path, monkeypatch):
     from petprobe.reporting.figures import class_samples_grid, misclassified_grid, save_figure
 
@@ -360,6 +388,7 @@ def test_class_names_with_dollars_are_drawn_as_plain_text(tmp_path, monkeypatch)
 # --- 6, 9. params: integer bounds, depth and size ---------------------------------------------------
 
 
+@pytest.mark.unit
 def test_every_integer_param_has_both_bounds_and_seeds_fit_32_bits():
     import dataclasses
     import typing
@@ -391,6 +420,7 @@ def test_every_integer_param_has_both_bounds_and_seeds_fit_32_bits():
      "nests deeper than 32 levels or holds more than 100,000 values \\(counting each use of a YAML alias\\)"),
     ("backbone: " + "x" * (1 << 20) + "\n", "params.yaml is 1,048,587 bytes, over the 1,048,576-byte limit"),
 ])
+@pytest.mark.integration
 def test_hostile_params_shapes_are_one_short_line(tmp_path, text, match):
     (tmp_path / "params.yaml").write_text(text)
     result, peak_kib = run_python("""
@@ -407,6 +437,7 @@ def test_hostile_params_shapes_are_one_short_line(tmp_path, text, match):
     assert peak_kib < 300 * 1024  # the alias bomb took 1.2 GB
 
 
+@pytest.mark.unit
 def test_a_long_value_is_quoted_short():
     from petprobe.params import parse_params
 
@@ -418,6 +449,7 @@ def test_a_long_value_is_quoted_short():
 # --- 7. the mirror copy does not follow a link swapped in after the listing ----------------------
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("swap", ["file to link", "folder to link", "file to fifo"])
 def test_mirror_copy_skips_a_file_swapped_after_it_was_listed(tmp_path, monkeypatch, swap):
     import petprobe.data.mirror as mirror
@@ -461,6 +493,7 @@ def npy_with_header(shape, payload: bytes = b"\0" * 64) -> bytes:
     return buf.getvalue() + payload
 
 
+@pytest.mark.unit
 def test_an_embeddings_file_claiming_a_huge_shape_is_refused_from_its_header(tmp_path, monkeypatch):
     from petprobe.checksums import image_list_sha256
 
@@ -477,6 +510,7 @@ def test_an_embeddings_file_claiming_a_huge_shape_is_refused_from_its_header(tmp
             artefacts.read_split(manifest, "test")
 
 
+@pytest.mark.unit
 def test_a_logreg_file_with_a_huge_member_header_is_one_line(trained, tmp_path):
     from petprobe.heads.logreg import LogRegHead
 
@@ -505,6 +539,7 @@ def torch_head_file(tmp_path_factory, cat_dog_embeddings) -> Path:
     return path
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("change, match", [
     ({"params": {"dropout": float("nan")}}, r"is not a valid torch-head config \(dropout nan is not in \[0, 1\)\)"),
     ({"n_features_in": 10**9}, r"\(1000000000 is not an integer in \[1, 1048576\]\)"),
@@ -535,6 +570,7 @@ def test_tampered_head_json_is_one_line_before_any_large_allocation(torch_head_f
     assert peak_kib < GIB / 1024  # 8.7, 5.0 and 2.9 GB before the one line
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("entry", ["abc", {"bytes": "12", "sha256": "0" * 64}, {"bytes": 12, "sha256": 5},
                                    {"bytes": 12, "sha256": "xyz"}, {"sha256": "0" * 64}, [1, 2]])
 def test_malformed_download_pins_are_one_line(tmp_path, entry):
@@ -550,6 +586,7 @@ def test_malformed_download_pins_are_one_line(tmp_path, entry):
 # --- 10. small ones ---------------------------------------------------------------------------
 
 
+@pytest.mark.unit
 def test_file_names_cannot_forge_predict_output_lines(trained, tmp_path, capsys, monkeypatch):
     from petprobe.cli import main
 
@@ -566,6 +603,7 @@ def test_file_names_cannot_forge_predict_output_lines(trained, tmp_path, capsys,
     assert err.count("\n") == 1 and err.startswith(f"petprobe: error: {folder}/b\\x1b[2J.jpg: not an image")
 
 
+@pytest.mark.unit
 def test_decoder_messages_go_into_the_reason_not_onto_stderr(tmp_path, capfd):
     photo = Image.open(PETIMAGES / "Cat" / "1.jpg").convert("RGB").resize((48, 32))
     buf = io.BytesIO()
@@ -587,6 +625,7 @@ def test_decoder_messages_go_into_the_reason_not_onto_stderr(tmp_path, capfd):
     assert "Using code not yet in table" in reason
 
 
+@pytest.mark.integration
 def test_published_folders_get_the_usual_mode_whatever_their_writer_did(tmp_path, monkeypatch):
     from petprobe.reporting.curves import write_curves
 
@@ -599,6 +638,7 @@ def test_published_folders_get_the_usual_mode_whatever_their_writer_did(tmp_path
     assert stat.S_IMODE(os.stat("metrics/tiny/train_head").st_mode) == 0o777 & ~umask  # it was 0700
 
 
+@pytest.mark.unit
 def test_error_lines_are_capped_at_a_word_boundary():
     text = " ".join(["word"] * 1000)
     short = shorten(text, 200)
@@ -610,6 +650,7 @@ def test_error_lines_are_capped_at_a_word_boundary():
     assert one_line(ValueError("")) == "ValueError"
 
 
+@pytest.mark.unit
 def test_a_too_long_tar_member_name_is_skipped_and_recorded_not_called_damage(tmp_path):
     from petprobe.data.unpack import extract
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import io
-import os
 import re
 import socket
 import stat
@@ -23,14 +22,16 @@ from pathlib import Path
 import pytest
 
 from conftest import PETS
+from petprobe.checksums import tree_digest
 from petprobe.data.archives import MIRROR_HINT
 from petprobe.data.datasets import BUILTIN_DATASETS, Archive
-from petprobe.checksums import tree_digest
 from petprobe.data.sources import populate
 from petprobe.data.unpack import extract
 from petprobe.errors import PetprobeError
 from petprobe.fetch import fetch
 from petprobe.outputs import atomic_dir
+
+pytestmark = pytest.mark.unit
 
 # --- a small, misbehaving-on-request HTTP server ------------------------------------------------
 

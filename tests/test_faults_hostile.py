@@ -53,6 +53,7 @@ def run_python(code: str, cwd: Path) -> tuple[subprocess.CompletedProcess, int]:
 # --- 1. names ----------------------------------------------------------------------------------
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("name", [".", "..", "a/b", "/home/me/photos", "", "-x", "ünï", "a b", "x" * 65])
 def test_hostile_dataset_names_are_refused_with_one_line(name):
     with pytest.raises(PetprobeError, match="is not a valid dataset name: use letters, digits, '_' and '-'"):
@@ -61,6 +62,7 @@ def test_hostile_dataset_names_are_refused_with_one_line(name):
         Artefacts(name)
 
 
+@pytest.mark.integration
 def test_download_of_an_absolute_dataset_name_leaves_the_outside_folder_untouched(tmp_path):
     """The reproduction: datasets: [pets, /…/photos] with imagefolders {/…/photos: /…/cats}."""
     photos, cats, work = tmp_path / "photos", tmp_path / "cats", tmp_path / "work"
@@ -76,6 +78,7 @@ def test_download_of_an_absolute_dataset_name_leaves_the_outside_folder_untouche
     assert tree_state(photos) == before and not (work / "data").exists()
 
 
+@pytest.mark.unit
 def test_atomic_writer_replaces_only_inside_data_and_metrics(tmp_path, monkeypatch):
     repo, outside = tmp_path / "repo", tmp_path / "outside"
     (repo / "data").mkdir(parents=True)
@@ -107,6 +110,7 @@ def strip_png(width: int, height: int) -> bytes:
             + chunk(b"IDAT", zlib.compress(rows, 9)) + chunk(b"IEND", b""))
 
 
+@pytest.mark.unit
 def test_strips_are_rejected_before_decoding(tmp_path):
     for (w, h), reason in {(1, 40000): "too large (1x40000 px; a side over 30,000 px)",
                            (1, 12000): "extreme aspect ratio (1x12000 px; the limit is 1:20)",
@@ -120,6 +124,7 @@ def test_strips_are_rejected_before_decoding(tmp_path):
                 load_rgb_tensor(path)  # embed refuses it too, should it ever reach the manifest
 
 
+@pytest.mark.integration
 def test_embed_and_predict_with_a_strip_png_stay_under_2_gib(tmp_path):
     """download, prepare, embed, train_logreg and `petprobe predict` on a folder of real photos plus
     the 1x40000 and 1x12000 PNGs, in one subprocess whose peak RSS is measured."""
@@ -179,6 +184,7 @@ EXPECTED_SKIPPED = {
 }
 
 
+@pytest.mark.unit
 def test_links_fifos_and_non_utf8_names_are_not_copied_and_are_listed(hostile_folder, tmp_path, monkeypatch):
     photos, outside = hostile_folder
     work = tmp_path / "work"
@@ -195,6 +201,7 @@ def test_links_fifos_and_non_utf8_names_are_not_copied_and_are_listed(hostile_fo
     assert dict(zip(rejected.path, rejected.reason)) == {f"data/raw/tiny/{k}": v for k, v in EXPECTED_SKIPPED.items()}
 
 
+@pytest.mark.integration
 def test_dvc_repro_succeeds_with_a_non_utf8_name_in_the_folder(hostile_folder, tmp_path):
     from conftest import copy_repo
 
@@ -216,6 +223,7 @@ def test_dvc_repro_succeeds_with_a_non_utf8_name_in_the_folder(hostile_folder, t
 # --- 5. too little data --------------------------------------------------------------------
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("layout, message", [
     ({"Cat": 5}, "tiny: too little data to train and evaluate on: 1 class (Cat); a classifier needs at least 2"),
     ({"Cat": 1, "Dog": 1}, "class 'Cat' has 1 usable image(s) (train 1, val 0, test 0): none in val and test"),
@@ -260,6 +268,7 @@ def trained_repo(tmp_path, monkeypatch, cat_dog_embeddings):
     return artefacts, meta
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("change, match", [
     ({"backbone": ["efficientnet_lite0"]}, "does not name the backbone, weights, preprocessing and precision"),
     ({"precision": "int8"}, "does not name the backbone, weights, preprocessing and precision"),
@@ -274,6 +283,7 @@ def test_tampered_meta_json_is_one_line(trained_repo, change, match):
         Predictor.for_dataset("catsdogs", "logreg")
 
 
+@pytest.mark.unit
 def test_torchvision_backbone_without_cached_weights_names_the_file(trained_repo, tmp_path, monkeypatch):
     from petprobe.backbones import get_backbone
     from petprobe.predict import Predictor
@@ -301,6 +311,7 @@ def test_torchvision_backbone_without_cached_weights_names_the_file(trained_repo
     ("path,label,split\nx.jpg,Cat,holdout\n", '["Cat"]', "manifest.csv has split 'holdout'"),
     ("path,label,split\nx.jpg,Fox,train\n", '["Cat"]', "manifest.csv has label 'Fox', not in classes.json"),
 ])
+@pytest.mark.unit
 def test_tampered_manifest_or_classes_is_one_line(tmp_path, monkeypatch, manifest, classes, match):
     monkeypatch.chdir(tmp_path)
     artefacts = Artefacts("tiny")
@@ -314,6 +325,7 @@ def test_tampered_manifest_or_classes_is_one_line(tmp_path, monkeypatch, manifes
 # --- 8. streaming digest ------------------------------------------------------------------------
 
 
+@pytest.mark.integration
 def test_tree_digest_streams_a_large_file(tmp_path):
     """SOURCE.json's digest of a folder with a 384 MiB file (sparse: no disk used) in flat memory."""
     (tmp_path / "big").mkdir()

@@ -21,12 +21,12 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import PETIMAGES, PETS, REPO
-from stages import download, prepare
+from conftest import PETIMAGES, REPO
 from petprobe.backbones import get_backbone
+from petprobe.data.images import MAX_PIXELS, inspect_image, load_rgb
 from petprobe.device import Precision
 from petprobe.embedding.embed import embed_images
-from petprobe.data.images import MAX_PIXELS, inspect_image, load_rgb
+from stages import download, prepare
 
 CAT, DOG = PETIMAGES / "Cat", PETIMAGES / "Dog"
 
@@ -108,7 +108,7 @@ ODD_FILES = {
     "dog/3.jpg": (DOG / "3.jpg", None),
     "dog/11702.jpg": (DOG / "11702.jpg", "corrupt or truncated"),  # real: truncated in the archive
     "dog/cut.jpg": (lambda: (DOG / "4.jpg").read_bytes()[:12_000], "corrupt or truncated"),
-    "dog/gray16.png": (lambda: save(Image.fromarray((np.asarray(photo(DOG / "5.jpg").convert("L"), np.uint16) * 257)),
+    "dog/gray16.png": (lambda: save(Image.fromarray(np.asarray(photo(DOG / "5.jpg").convert("L"), np.uint16) * 257),
                                     "PNG"), None),
     "dog/rgb16.png": (lambda: rgb16_png(np.asarray(photo(DOG / "6.jpg", (80, 60)))), None),
     "dog/animated.gif": (animated_gif, None),
@@ -191,6 +191,7 @@ def prepared(odd_folder, tmp_path_factory):
     }
 
 
+@pytest.mark.integration
 def test_every_odd_file_is_kept_or_rejected_with_its_reason(prepared):
     raw = prepared["raw"].relative_to(prepared["work"]).as_posix()
     kept = {p.removeprefix(raw + "/") for p in prepared["manifest"].path}
@@ -208,11 +209,13 @@ def test_every_odd_file_is_kept_or_rejected_with_its_reason(prepared):
     assert all(labels[name] == name.split("/")[0] for name in kept)
 
 
+@pytest.mark.integration
 def test_raw_and_source_files_are_never_modified(prepared):
     assert prepared["source_unchanged"]
     assert prepared["raw_unchanged"]
 
 
+@pytest.mark.integration
 def test_every_kept_file_loads_as_rgb_and_embeds_to_finite_vectors(prepared):
     paths = [str(prepared["work"] / p) for p in prepared["manifest"].path]
     for path in paths:
@@ -225,6 +228,7 @@ def test_every_kept_file_loads_as_rgb_and_embeds_to_finite_vectors(prepared):
     assert np.isfinite(out).all() and (np.abs(out).sum(axis=1) > 0).all()
 
 
+@pytest.mark.unit
 def test_exif_orientation_is_applied(odd_folder):
     path = odd_folder / "cat/rotated.jpg"
     with Image.open(path) as stored:
@@ -234,6 +238,7 @@ def test_exif_orientation_is_applied(odd_folder):
     assert np.array_equal(upright, np.rot90(stored_rgb, k=-1))  # orientation 6: 90 degrees clockwise
 
 
+@pytest.mark.unit
 def test_sixteen_bit_images_are_scaled_not_clipped(odd_folder):
     gray8 = np.asarray(photo(DOG / "5.jpg").convert("L"))
     got = np.asarray(load_rgb(odd_folder / "dog/gray16.png"))
@@ -242,6 +247,7 @@ def test_sixteen_bit_images_are_scaled_not_clipped(odd_folder):
     assert np.abs(np.asarray(load_rgb(odd_folder / "dog/rgb16.png")).astype(int) - rgb8).max() <= 1
 
 
+@pytest.mark.unit
 def test_cmyk_grayscale_and_transparency_become_sensible_rgb(odd_folder):
     cmyk = np.asarray(load_rgb(odd_folder / "cat/cmyk.jpg")).astype(int)
     assert np.abs(cmyk - np.asarray(photo(CAT / "4.jpg"))).mean() < 6  # JPEG loss only, no inverted colours
@@ -251,6 +257,7 @@ def test_cmyk_grayscale_and_transparency_become_sensible_rgb(odd_folder):
     assert (clear[:, :32] == 255).all() and (clear[:, 32:] < 250).any()  # transparent shows as white
 
 
+@pytest.mark.unit
 def test_animated_gif_gives_its_first_frame(odd_folder):
     got = np.asarray(load_rgb(odd_folder / "dog/animated.gif")).astype(int)
     with Image.open(odd_folder / "dog/animated.gif") as gif:
@@ -260,6 +267,7 @@ def test_animated_gif_gives_its_first_frame(odd_folder):
     assert np.abs(got - [255, 0, 0]).mean() > 50  # not the red second frame
 
 
+@pytest.mark.unit
 def test_decompression_bombs_are_refused_before_decoding(odd_folder):
     for name in ("cat/huge header.png", "dog/64 megapixels.png"):
         path = odd_folder / name
@@ -268,6 +276,7 @@ def test_decompression_bombs_are_refused_before_decoding(odd_folder):
     assert 8000 * 8000 > MAX_PIXELS
 
 
+@pytest.mark.integration
 def test_unreadable_file_and_folder_without_read_privilege(tmp_path):
     """chmod 000 as seen by a process that honours it: the file is rejected with a reason, and a
     folder that cannot be listed stops the copy instead of silently losing its images."""
@@ -300,6 +309,7 @@ def test_unreadable_file_and_folder_without_read_privilege(tmp_path):
                                           f"error: cannot read folder {locked}: Permission denied"]
 
 
+@pytest.mark.unit
 def test_non_utf8_file_name_is_left_out_by_download_and_listed_in_rejected_csv(tmp_path):
     """A Latin-1 name from an old zip (invalid UTF-8) is not copied into data/raw (a DVC output,
     whose records are UTF-8) and is listed in rejected.csv; the rest of the dataset is prepared."""

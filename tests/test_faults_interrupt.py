@@ -21,6 +21,8 @@ import pytest
 
 from conftest import image_folder_repo
 
+pytestmark = pytest.mark.integration
+
 SPLITS = ("train", "val", "test")
 
 
@@ -163,7 +165,7 @@ def test_tampered_head_file_stops_evaluate_with_one_line_and_runs_no_code(repo, 
         np.savez(fh, **arrays)
     result = run(repo, "stages.evaluate", "tiny", check=False)
     assert result.returncode == 2 and len(result.stderr.splitlines()) == 1
-    assert result.stderr.startswith(f"petprobe: error: data/models/tiny/logreg.npz is not a valid logistic-regression file")
+    assert result.stderr.startswith("petprobe: error: data/models/tiny/logreg.npz is not a valid logistic-regression file")
     assert not marker.exists()
 
 

@@ -108,6 +108,7 @@ def workdir(root: Path, name: str, text: str | None) -> Path:
     return work
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_bad_params_give_one_clear_line(case, tmp_path, monkeypatch, capsys):
     text, (stage, ds), expected = CASES[case]
@@ -141,6 +142,7 @@ def cli_results(tmp_path_factory):
         return {case: (result, files) for case, result, files in pool.map(run, SUBPROCESS)}
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("case", SUBPROCESS)
 def test_stage_cli_prints_exactly_one_error_line(case, cli_results):
     result, files = cli_results[case]
@@ -151,6 +153,7 @@ def test_stage_cli_prints_exactly_one_error_line(case, cli_results):
     assert files == ["params.yaml"]  # no data/ folder, no temp files
 
 
+@pytest.mark.integration
 def test_stage_without_its_dataset_argument_is_a_usage_line(tmp_path):
     result = subprocess.run([sys.executable, "-m", "stages.prepare"], cwd=tmp_path, capture_output=True, text=True,
                             timeout=300, env={**os.environ, "PYTHONPATH": str(REPO)})

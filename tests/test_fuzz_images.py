@@ -102,6 +102,7 @@ def fuzzed(tmp_path_factory) -> list[tuple[str, str]]:
     return files
 
 
+@pytest.mark.unit
 def test_jpeg_scan_bombs_are_refused_and_junk_after_a_jpeg_is_never_read(fuzzed):
     """Among the structure mutants of the JPEG seed: a repeated last scan is refused when it makes
     more than MAX_JPEG_SCANS scans, else decoded (a 24x16 image: cheap whatever the repeats); junk
@@ -147,12 +148,14 @@ def damaged_tiff() -> bytes:
     return bytes(data)
 
 
+@pytest.mark.unit
 def test_damaged_dds_from_the_issue_is_rejected_with_its_reason(tmp_path):
     path = tmp_path / "damaged"
     path.write_bytes(damaged_dds())
     assert inspect_image(path) == "corrupt or undecodable image (NotImplementedError: Unknown pixel format flags 0)"
 
 
+@pytest.mark.unit
 def test_a_tiff_whose_second_page_is_damaged_is_read_from_its_first_page(tmp_path):
     """Only the first page is ever read (issue 28: counting pages walked all 60,000 of a 6 MB TIFF),
     so the damaged second page that raised TypeError (issue 16) no longer matters: the file is usable."""
@@ -162,12 +165,14 @@ def test_a_tiff_whose_second_page_is_damaged_is_read_from_its_first_page(tmp_pat
     assert load_rgb_tensor(path).shape == (3, 16, 24)
 
 
+@pytest.mark.unit
 def test_unmutated_seeds_are_usable_images(tmp_path):
     for fmt, data in seeds().items():
         (tmp_path / fmt).write_bytes(data)
         assert inspect_image(tmp_path / fmt) is None, fmt
 
 
+@pytest.mark.unit
 def test_decode_check_never_raises(fuzzed):
     started = time.monotonic()
     verdicts = {}
@@ -193,6 +198,7 @@ def predictor(tmp_path_factory, cat_dog_embeddings):
     return Predictor.for_dataset("fuzz", "logreg", root=root)
 
 
+@pytest.mark.integration
 def test_predict_reports_every_fuzzed_file_and_never_raises(fuzzed, predictor):
     paths = [path for _, path in fuzzed[::4]] + [str(PETIMAGES / "Cat" / "1.jpg")]  # a quarter: embedding costs
     results = predictor.predict(paths, top_k=1)
@@ -202,6 +208,7 @@ def test_predict_reports_every_fuzzed_file_and_never_raises(fuzzed, predictor):
     assert sum(r.error is None for r in results) > len(results) // 10
 
 
+@pytest.mark.unit
 def test_predict_still_predicts_the_others_when_a_checked_file_fails_to_decode(predictor, tmp_path):
     """The check is skipped here, as if a file changed after it: decoding fails inside the embedding
     batch, and predict falls back to one file at a time instead of failing every file."""

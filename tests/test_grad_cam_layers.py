@@ -25,6 +25,8 @@ from petprobe.heads.logreg import LogRegHead
 from petprobe.probing.attribution import GradCAM, feature_map_layer, randomised, split_classifier
 from petprobe.probing.classifier import pixel_classifier, pixel_transforms
 
+pytestmark = pytest.mark.integration
+
 # What torchvision's forward computes from the pooling's output to give the registered embedding
 # (the ImageNet Linear replaced by Identity); for every other family the embedding is that output.
 AFTER_POOLING = {

@@ -14,6 +14,8 @@ from petprobe.heads.logreg import GRID_EDGES, LogRegHead, recorded_grid_edge, se
 from petprobe.heads.registry import COMPARISONS, DEFAULT, HEADS, TRAINED
 from petprobe.params import parse_params
 
+pytestmark = pytest.mark.unit
+
 CS = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)
 
 

@@ -6,7 +6,11 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from conftest import PETIMAGES, REPO
+
+pytestmark = pytest.mark.integration
 
 BLOCK_CV2 = """
 import sys

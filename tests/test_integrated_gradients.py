@@ -25,6 +25,7 @@ def small_classifier(cat_dog_classifier):
     return model, images, targets
 
 
+@pytest.mark.integration
 def test_power_one_is_captums_trapezoid_rule(small_classifier):
     """power 1: the trapezoid rule on n steps, i.e. Captum's riemann_trapezoid on the same n + 1
     nodes. Captum weighs them 1/(n + 1) (halved at the ends) although they are 1/n apart, so its
@@ -38,6 +39,7 @@ def test_power_one_is_captums_trapezoid_rule(small_classifier):
     torch.testing.assert_close(ours.attributions, theirs, rtol=1e-4, atol=1e-4 * float(theirs.abs().max()))
 
 
+@pytest.mark.integration
 def test_reported_completeness_error_is_captums_convergence_delta(small_classifier):
     from captum.attr import IntegratedGradients as CaptumIG
 
@@ -69,6 +71,7 @@ class Squared(nn.Module):
 HAND_COMPUTED = {2.0: lambda h: 1 + h ** 2, 3.0: lambda h: 1 + 2.5 * h ** 2 - 0.5 * h ** 4}
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("power", sorted(HAND_COMPUTED))
 @pytest.mark.parametrize("steps", [1, 3, 10])
 def test_graded_rule_on_a_hand_computed_case(steps, power, cat_dog_images):

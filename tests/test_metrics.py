@@ -7,9 +7,20 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from petprobe.reporting.metrics import (balanced_accuracy, balanced_accuracy_interval, confusion,
-                                        expected_calibration_error, headline, log_loss, per_class_report, summary,
-                                        top_k_accuracy, wilson_interval)
+from petprobe.reporting.metrics import (
+    balanced_accuracy,
+    balanced_accuracy_interval,
+    confusion,
+    expected_calibration_error,
+    headline,
+    log_loss,
+    per_class_report,
+    summary,
+    top_k_accuracy,
+    wilson_interval,
+)
+
+pytestmark = pytest.mark.unit
 
 CLASSES = ["a", "b", "c"]
 # Row by row: predicted class, and the true class's rank among the three.

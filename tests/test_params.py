@@ -36,11 +36,13 @@ def file_keys(raw, prefix=""):
             yield f"{prefix}{k}"
 
 
+@pytest.mark.unit
 def test_params_yaml_holds_exactly_the_schema_keys():
     # dvc exp run -S can only set keys present in the file, so every schema key must be there.
     assert sorted(file_keys(raw_params())) == sorted(schema_keys(Params))
 
 
+@pytest.mark.unit
 def test_repo_params_are_valid():
     params = load_params(REPO / "params.yaml")
     assert params.backbone == "efficientnet_lite0"
@@ -64,6 +66,7 @@ def test_repo_params_are_valid():
         (lambda p: p.update(logreg=[1, 2]), "'logreg' must be a mapping"),
     ],
 )
+@pytest.mark.unit
 def test_bad_params_give_one_line_naming_the_key(edit, message):
     raw = raw_params()
     edit(raw)
@@ -73,12 +76,14 @@ def test_bad_params_give_one_line_naming_the_key(edit, message):
     assert "\n" not in str(err.value)
 
 
+@pytest.mark.unit
 def test_integer_is_accepted_where_a_float_is_expected():
     raw = raw_params()
     raw["logreg"]["c_max"] = 10
     assert parse_params(raw).logreg.c_max == 10.0
 
 
+@pytest.mark.unit
 def test_imagefolder_datasets_become_valid_names():
     raw = raw_params()
     raw["imagefolders"] = {"flowers": "/data/flowers"}
@@ -86,6 +91,7 @@ def test_imagefolder_datasets_become_valid_names():
     assert parse_params(raw).datasets == ["flowers"]
 
 
+@pytest.mark.integration
 def test_stage_reports_one_line_and_exit_2(tmp_path):
     raw = raw_params()
     raw["backbone"] = "nope"
@@ -99,6 +105,7 @@ def test_stage_reports_one_line_and_exit_2(tmp_path):
     ]
 
 
+@pytest.mark.integration
 def test_stage_rejects_a_dataset_not_in_params(tmp_path):
     (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
     run = subprocess.run([sys.executable, "-m", "stages.prepare", "flowers"], cwd=tmp_path, capture_output=True,
@@ -108,6 +115,7 @@ def test_stage_rejects_a_dataset_not_in_params(tmp_path):
                                   "(valid: catsdogs, pets)")
 
 
+@pytest.mark.unit
 def test_the_name_index_params_checks_against_equals_the_registries():
     # params.py checks names against petprobe.catalogue, which imports no model code (so no stage's
     # DVC deps hold the registries just for a name check); the lists must be the registries' own.
@@ -119,6 +127,7 @@ def test_the_name_index_params_checks_against_equals_the_registries():
     assert list(BUILTIN_DATASET_NAMES) == sorted(BUILTIN_DATASETS)
 
 
+@pytest.mark.integration
 def test_validating_params_loads_no_model_code():
     run = subprocess.run([sys.executable, "-c", "import sys\nfrom petprobe.params import load_params\n"
                           "load_params()\nprint(sorted(m for m in sys.modules if m.split('.')[0] in "
@@ -127,6 +136,7 @@ def test_validating_params_loads_no_model_code():
     assert run.stdout.strip() == "[]"
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("change,closest", [
     (lambda p: p.update(backbone="efficientnet_lite"), "; closest: efficientnet_lite0, efficientnet_b0"),
     (lambda p: p.update(backbone="resnet19"), "; closest: resnet18, resnet50"),

@@ -14,8 +14,8 @@ import yaml
 
 from conftest import DATASETS, copy_repo, make_quick
 
-# The whole pipeline in a copy of the repo: minutes. `python -m pytest -m "not slow"` leaves it out.
-pytestmark = pytest.mark.slow
+# The whole pipeline in a copy of the repo: minutes. `python -m pytest -m unit` leaves it out.
+pytestmark = pytest.mark.e2e
 
 
 def run(cmd, cwd, env):

@@ -8,12 +8,14 @@ import numpy as np
 import pytest
 
 import petprobe
+from conftest import PETIMAGES, REPO
 from petprobe.backbones import get_backbone
 from petprobe.cli import main
 from petprobe.heads.logreg import LogRegHead
 from petprobe.heads.torch_head import TorchHead
 from petprobe.outputs import write_json
-from tests.conftest import PETIMAGES, REPO
+
+pytestmark = pytest.mark.unit
 
 BROKEN = PETIMAGES / "Dog" / "11702.jpg"  # truncated JPEG shipped in the PetImages archive
 EMPTY = PETIMAGES / "Cat" / "666.jpg"  # 0 bytes, also in the archive

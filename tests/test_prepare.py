@@ -14,6 +14,8 @@ from conftest import PETIMAGES, PETS, WORKSPACE_PETIMAGES
 from petprobe.data.datasets import assign_splits, get_dataset, imagefolder_spec
 from petprobe.data.manifest import build_manifest, check_candidates
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.fixture()
 def messy_folder(tmp_path) -> Path:

@@ -27,6 +27,7 @@ def _one_informative_feature(n=80, d=40, seed=0):
     return X, y
 
 
+@pytest.mark.unit
 def test_c_is_the_one_se_pick_of_fold_log_losses_computed_independently():
     X, y = _one_informative_feature()
     head = LogRegHead(cs=CS, cv_folds=5, random_state=0).fit(X[:60], y[:60], X[60:], y[60:])
@@ -49,6 +50,7 @@ def test_c_is_the_one_se_pick_of_fold_log_losses_computed_independently():
     assert head.predict(np.array([[3.0] + [0.0] * 39, [-3.0] + [0.0] * 39])).tolist() == ["Dog", "Cat"]
 
 
+@pytest.mark.unit
 def test_labels_unrelated_to_the_features_pick_the_low_edge_and_say_so():
     rng = np.random.default_rng(1)
     X, y = rng.normal(size=(60, 30)), np.repeat(["Cat", "Dog"], 30)
@@ -56,12 +58,14 @@ def test_labels_unrelated_to_the_features_pick_the_low_edge_and_say_so():
     assert head.C_ == CS[0] and head.C_at_grid_edge_ == "low"
 
 
+@pytest.mark.unit
 def test_one_c_means_no_search():
     X, y = _one_informative_feature()
     head = LogRegHead(cs=(0.1,)).fit(X, y)
     assert head.C_ == 0.1 and head.C_at_grid_edge_ == "no" and not hasattr(head, "cv_log_loss_")
 
 
+@pytest.mark.unit
 def test_wilson_interval_matches_the_hand_computed_one():
     # 8 of 10: centre (0.8 + z^2/20) / (1 + z^2/10) = 0.71674, half-width
     # z / (1 + z^2/10) * sqrt(0.8 * 0.2 / 10 + z^2 / 400) = 0.22658, z = 1.959964.
@@ -70,6 +74,7 @@ def test_wilson_interval_matches_the_hand_computed_one():
     assert wilson_interval(10, 10)[1] == 1.0 and wilson_interval(0, 10)[0] == 0.0
 
 
+@pytest.mark.unit
 def test_summary_intervals_hold_their_point_values():
     rng = np.random.default_rng(0)
     classes = ["a", "b", "c", "d", "e", "f"]
@@ -83,6 +88,7 @@ def test_summary_intervals_hold_their_point_values():
     assert s["top1_ci95"] == [round(v, 6) for v in wilson_interval(round(s["top1"] * 57), 57)]
 
 
+@pytest.mark.unit
 def test_per_class_report_leaves_out_classes_without_test_images():
     classes = ["a", "b", "c"]
     proba = np.array([[0.9, 0.05, 0.05], [0.1, 0.8, 0.1], [0.6, 0.3, 0.1]])
@@ -91,6 +97,7 @@ def test_per_class_report_leaves_out_classes_without_test_images():
     assert table.recall.tolist() == [1.0, 0.5]
 
 
+@pytest.mark.unit
 def test_standardise_in_place_is_bit_identical_to_standard_scaler():
     from sklearn.preprocessing import StandardScaler
 
@@ -156,6 +163,7 @@ def _reference_fit(Z, y, C):
     raise AssertionError("the Newton reference did not converge")
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("n_classes, dims", [(2, 40), (3, 40), (3, 90)])
 @pytest.mark.parametrize("C", [0.01, 1.0, 100.0, 1e4])
 def test_fitted_coefficients_are_the_optimum_at_every_c(n_classes, dims, C):
@@ -179,6 +187,7 @@ def test_fitted_coefficients_are_the_optimum_at_every_c(n_classes, dims, C):
     assert np.linalg.norm(head.coef_ - tight.coef_) <= 2e-4 * np.linalg.norm(tight.coef_)
 
 
+@pytest.mark.unit
 def test_the_default_tolerance_of_scikit_learn_stops_far_from_the_optimum():
     # What the plateau was: at tol 1e-4, C = 1e4 and C = 100 give nearly the same coefficients, far from the optimum.
     rng = np.random.default_rng(3)
@@ -191,6 +200,7 @@ def test_the_default_tolerance_of_scikit_learn_stops_far_from_the_optimum():
     assert np.linalg.norm(head.coef_ - W) <= 2e-4 * np.linalg.norm(W)
 
 
+@pytest.mark.unit
 def test_rows_that_did_not_converge_are_flagged_and_never_chosen():
     X, y = _one_informative_feature()
     # 8 L-BFGS iterations: the strongly regularised fits converge, the weakly regularised ones cannot.
@@ -203,6 +213,7 @@ def test_rows_that_did_not_converge_are_flagged_and_never_chosen():
         LogRegHead(cs=(10.0, 100.0), max_iter=2, cv_folds=3).fit(X, y)
 
 
+@pytest.mark.unit
 def test_path_scores_with_fewer_images_than_dimensions_equal_full_space_fits():
     # 45 training images in 120 dimensions: the path fits in the images' row space (45 columns).
     rng = np.random.default_rng(5)

@@ -3,12 +3,15 @@
 import re
 import time
 
+import pytest
 import torch
 import torch.nn as nn
 
 from petprobe import progress as progress_module
 from petprobe.probing.attacks import PGD, Unbounded, run_attacks
 from petprobe.progress import progress
+
+pytestmark = pytest.mark.unit
 
 LINE = re.compile(r"^(?P<desc>.+): (?P<n>\d+)/(?P<total>\d+) (?P<unit>\w+) \(\d+%\) \[[\d:]+<[\d:?]+, .+/s\]$")
 

@@ -7,6 +7,8 @@ import re
 import runpy
 import subprocess
 
+import pytest
+
 from conftest import REPO
 from petprobe.data.sample import SAMPLE_DIR
 from petprobe.reporting.docs import DOC_FILES, regenerate
@@ -16,6 +18,7 @@ blocks = runpy.run_path(str(REPO / ".ci" / "readme_blocks.py"))["blocks"]
 SHELL = {"bash", "sh", "shell", "console"}
 
 
+@pytest.mark.unit
 def test_readme_is_one_page_with_a_contents_list_and_working_links():
     assert len(README.splitlines()) <= 250
     contents = README.split("## Contents", 1)[1].split("\n## ", 1)[0]
@@ -29,6 +32,7 @@ def test_readme_is_one_page_with_a_contents_list_and_working_links():
             assert (REPO / "docs" / target).is_file(), (page.name, target)
 
 
+@pytest.mark.integration
 def test_every_shell_block_is_marked_runnable_or_says_why_not():
     shell = [b for b in blocks(README) if b["lang"] in SHELL]
     assert shell, "no shell block found"
@@ -46,6 +50,7 @@ def test_every_shell_block_is_marked_runnable_or_says_why_not():
                 assert (REPO / path).exists(), path
 
 
+@pytest.mark.unit
 def test_the_workspace_block_is_what_ci_runs_there():
     # CI's workspace part runs these commands verbatim (clean `dvc repro` twice, `dvc metrics show`).
     commands = {line.split("#")[0].strip() for b in blocks(README) if b["context"] == "workspace"
@@ -55,6 +60,7 @@ def test_the_workspace_block_is_what_ci_runs_there():
         assert command in ci, command
 
 
+@pytest.mark.unit
 def test_sample_counts_in_the_docs_are_the_sample_s():
     photos = len(list((SAMPLE_DIR / "oxford-iiit-pet" / "images").iterdir()))
     trimaps = len(list((SAMPLE_DIR / "oxford-iiit-pet" / "annotations" / "trimaps").iterdir()))
@@ -63,6 +69,7 @@ def test_sample_counts_in_the_docs_are_the_sample_s():
     assert f"{trimaps} trimaps" in (SAMPLE_DIR / "LICENSE.md").read_text()
 
 
+@pytest.mark.unit
 def test_generated_tables_match_the_committed_metrics_byte_for_byte():
     for name in DOC_FILES:
         text = (REPO / name).read_text()

@@ -9,6 +9,8 @@ from PIL import Image
 
 from conftest import PETIMAGES
 
+pytestmark = pytest.mark.integration
+
 TINY = {
     "datasets": ["catsdogs"],
     "render": {"image_size": 32, "steps": 2, "n_images": 2, "eps": [4 / 255, 8 / 255], "pgd_steps": 1,

@@ -11,9 +11,11 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from conftest import PETIMAGES
 from petprobe.reporting.report import collect, render_page
 from tests.browser import blank, chromium, open_offline
-from tests.conftest import PETIMAGES
+
+pytestmark = pytest.mark.integration
 
 needs_browser = pytest.mark.skipif(
     chromium() is None and not os.environ.get("PETPROBE_REQUIRE_BROWSER"),

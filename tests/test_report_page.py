@@ -17,9 +17,11 @@ import pytest
 import yaml
 from PIL import Image
 
+from conftest import PETIMAGES, REPO, image_folder_repo
 from petprobe.reporting.plots import dataset_plots, plots_section, write_dvc_yaml
 from petprobe.reporting.report import GLOSSARY, HEADLINE_COLUMNS, PAGE_BUDGET, Readouts, collect, render_page
-from tests.conftest import PETIMAGES, REPO, image_folder_repo
+
+pytestmark = pytest.mark.integration
 
 SHA = "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"
 

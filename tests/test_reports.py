@@ -4,13 +4,13 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import PETIMAGES
 from petprobe.backbones import get_backbone
-from petprobe.probing.sheets import amplify, attack_sheet
-from petprobe.reporting.figures import DPI, MIN_WIDTH, misclassified_grid, save_figure
 from petprobe.data.images import load_rgb
 from petprobe.errors import PetprobeError
+from petprobe.probing.sheets import amplify, attack_sheet
 from petprobe.reporting.curves import write_curves
-from tests.conftest import PETIMAGES
+from petprobe.reporting.figures import DPI, MIN_WIDTH, misclassified_grid, save_figure
 
 HISTORY = [{"epoch": e, "lr": 1e-3, "train_loss": 1 / e, "train_accuracy": 1 - 0.5 / e,
             "val_loss": abs(e - 3) + 0.5, "val_accuracy": 0.5 + 0.1 * e} for e in range(1, 6)]
@@ -20,6 +20,7 @@ def files(folder):
     return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
+@pytest.mark.integration
 def test_training_curves_are_dvclive_files_identical_on_rerun(tmp_path):
     write_curves(tmp_path / "a", HISTORY, best_epoch=3, title="test")
     write_curves(tmp_path / "b", HISTORY, best_epoch=3, title="test")
@@ -32,6 +33,7 @@ def test_training_curves_are_dvclive_files_identical_on_rerun(tmp_path):
     assert b'"best_epoch": 3' in a["metrics.json"] and b'"val_loss": 0.5' in a["metrics.json"]
 
 
+@pytest.mark.unit
 def test_misclassified_grid_shows_the_most_confident_mistakes_first(tmp_path):
     paths = [str(PETIMAGES / "Cat" / f"{n}.jpg") for n in (1, 2, 3, 4)]
     proba = np.array([[0.9, 0.1], [0.3, 0.7], [0.1, 0.9], [0.4, 0.6]])  # all true "Cat"
@@ -44,6 +46,7 @@ def test_misclassified_grid_shows_the_most_confident_mistakes_first(tmp_path):
     assert load_rgb(tmp_path / "a.png").size[0] > 200  # a real picture, not an empty canvas
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("name", ["efficientnet_lite0", "mobilenet_v2"])
 def test_split_last_block_recomposes_the_backbone(name):
     backbone = get_backbone(name)
@@ -55,6 +58,7 @@ def test_split_last_block_recomposes_the_backbone(name):
     assert 0 < sum(p.numel() for p in tail.parameters()) < sum(p.numel() for p in model.parameters()) / 2
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("name,architecture", [("resnet18", "resnet18"), ("efficientnet_b0", "efficientnet_b0"),
                                                ("convnext_tiny", "convnext_tiny"),
                                                ("mobilenet_v3_large", "mobilenet_v3_large"),
@@ -75,11 +79,13 @@ def test_torchvision_last_block_split_recomposes_the_network(name, architecture)
     assert 0 < sum(p.numel() for p in tail.parameters()) < sum(p.numel() for p in model.parameters())
 
 
+@pytest.mark.unit
 def test_vgg16_has_no_last_block_split():
     with pytest.raises(PetprobeError, match="no last-block split"):
         get_backbone("vgg16").split_last_block(torch.nn.Identity())
 
 
+@pytest.mark.unit
 def test_a_one_tile_grid_keeps_its_whole_title(tmp_path):
     title = "catsdogs test, logreg: most confident mistakes (a title of some length)"
     fig = misclassified_grid([str(PETIMAGES / "Cat" / "1.jpg")], ["Cat"], np.array([[0.2, 0.8]]), ["Cat", "Dog"],
@@ -90,6 +96,7 @@ def test_a_one_tile_grid_keeps_its_whole_title(tmp_path):
     assert 0 <= box.x0 and box.x1 <= fig.get_figwidth() * DPI  # not cut on either side
 
 
+@pytest.mark.unit
 def test_attack_sheet_amplifies_every_perturbation_alike_in_at_most_six_columns():
     images = torch.full((1, 3, 8, 8), 0.5)
     steps = {f"pgd_{e}": e / 255 for e in (1, 2, 4, 8)}

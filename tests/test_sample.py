@@ -20,6 +20,8 @@ from petprobe.errors import PetprobeError
 from petprobe.probing.measures import read_trimap
 from stages import download, prepare
 
+pytestmark = pytest.mark.unit
+
 PETS = SAMPLE_DIR / "oxford-iiit-pet"
 
 

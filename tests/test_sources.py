@@ -21,6 +21,8 @@ from petprobe.data.archives import fetch_archive
 from petprobe.data.datasets import BUILTIN_DATASETS, Archive
 from petprobe.errors import PetprobeError
 
+pytestmark = pytest.mark.unit
+
 QUICK = {"progress": False, "timeout": 5.0, "backoff": 0.01, "attempts": 2}
 
 

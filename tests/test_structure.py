@@ -6,8 +6,10 @@ import re
 
 import pytest
 
+from conftest import REPO
 from petprobe.heads.registry import HEADS
-from tests.conftest import REPO
+
+pytestmark = pytest.mark.unit
 
 REGISTRY = REPO / "petprobe/heads/registry.py"
 STAGE_CODE_LINES = 60

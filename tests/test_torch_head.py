@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from petprobe.errors import PetprobeError
+from conftest import REPO
 from petprobe.artefacts import Artefacts
+from petprobe.errors import PetprobeError
 from petprobe.heads.torch_head import TorchHead
 from petprobe.heads.trained import load_head
-from tests.conftest import REPO
 
 SMALL = dict(hidden=32, dropout=0.2, lr=3e-3, batch_size=4, max_epochs=30, patience=5)
 
@@ -27,12 +27,14 @@ def state_bytes(head) -> bytes:
     return b"".join(v.numpy().tobytes() for v in head.module_.state_dict().values())
 
 
+@pytest.mark.unit
 def test_init_only_stores_params_and_fit_returns_self(cat_dog_embeddings):
     head = TorchHead(hidden=7, random_state=3)
     assert head.get_params()["hidden"] == 7 and not hasattr(head, "classes_")
     assert fit(cat_dog_embeddings, random_state=0).classes_.tolist() == ["Cat", "Dog"]
 
 
+@pytest.mark.unit
 def test_same_seed_gives_identical_weights_and_files(cat_dog_embeddings, tmp_path):
     a, b = fit(cat_dog_embeddings, random_state=0), fit(cat_dog_embeddings, random_state=0)
     assert state_bytes(a) == state_bytes(b)
@@ -43,6 +45,7 @@ def test_same_seed_gives_identical_weights_and_files(cat_dog_embeddings, tmp_pat
     assert state_bytes(fit(cat_dog_embeddings, random_state=1)) != state_bytes(a)
 
 
+@pytest.mark.integration
 def test_weights_do_not_depend_on_the_thread_setting(cat_dog_embeddings, tmp_path):
     """A fresh process with another torch thread count trains the same weights."""
     head = fit(cat_dog_embeddings, random_state=0)
@@ -62,6 +65,7 @@ def test_weights_do_not_depend_on_the_thread_setting(cat_dog_embeddings, tmp_pat
     assert (tmp_path / "p.pt").read_bytes() == (tmp_path / "here.pt").read_bytes()
 
 
+@pytest.mark.unit
 def test_early_stopping_keeps_the_best_epoch(cat_dog_embeddings):
     head = fit(cat_dog_embeddings, random_state=0, refit=False, patience=3, max_epochs=200)
     val_losses = [r["val_loss"] for r in head.history_]
@@ -74,6 +78,7 @@ def test_early_stopping_keeps_the_best_epoch(cat_dog_embeddings):
     assert loss == pytest.approx(min(val_losses), rel=1e-5)  # the kept weights are the best epoch's
 
 
+@pytest.mark.unit
 def test_predictions_follow_classes_and_to_module(cat_dog_embeddings):
     head = fit(cat_dog_embeddings, random_state=0)
     X = cat_dog_embeddings["val"]["X"]
@@ -87,6 +92,7 @@ def test_predictions_follow_classes_and_to_module(cat_dog_embeddings):
     assert np.allclose(torch.softmax(logits, 1).numpy(), proba, atol=1e-6)
 
 
+@pytest.mark.unit
 def test_save_load_round_trip(cat_dog_embeddings, tmp_path):
     head = fit(cat_dog_embeddings, random_state=0)
     artefacts = Artefacts("catsdogs", tmp_path)
@@ -102,6 +108,7 @@ def test_save_load_round_trip(cat_dog_embeddings, tmp_path):
     assert loaded.classes_.tolist() == head.classes_.tolist()
 
 
+@pytest.mark.unit
 def test_tampered_or_mismatched_files_are_refused(cat_dog_embeddings, tmp_path):
     head = fit(cat_dog_embeddings, random_state=0)
     head.save(tmp_path / "head.pt")

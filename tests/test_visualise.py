@@ -6,16 +6,37 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from petprobe.probing.visualise import (adjust_color, class_log_prob, class_logit, color_jitter, color_sqrt, compose,
-                                        crop_resize, fourier_image, heldout_transforms, ideal_summary, jitter, l2, pad,
-                                        p_target_under_transforms, pixel_image, random_flip, random_resized_crop,
-                                        random_rotate, random_scale, render, standard_transforms, total_variation)
+from petprobe.probing.visualise import (
+    adjust_color,
+    class_log_prob,
+    class_logit,
+    color_jitter,
+    color_sqrt,
+    compose,
+    crop_resize,
+    fourier_image,
+    heldout_transforms,
+    ideal_summary,
+    jitter,
+    l2,
+    p_target_under_transforms,
+    pad,
+    pixel_image,
+    random_flip,
+    random_resized_crop,
+    random_rotate,
+    random_scale,
+    render,
+    standard_transforms,
+    total_variation,
+)
 
 
 def gen(seed=0):
     return torch.Generator().manual_seed(seed)
 
 
+@pytest.mark.unit
 def test_pad_surrounds_the_image_with_grey():
     out = pad(2)(torch.ones(1, 3, 4, 4), gen())
     assert out.shape == (1, 3, 8, 8)
@@ -23,6 +44,7 @@ def test_pad_surrounds_the_image_with_grey():
     assert float(out[..., 0, :].max()) == 0.5 and float(out[..., :, -1].min()) == 0.5
 
 
+@pytest.mark.unit
 def test_jitter_crops_d_pixels_at_a_seeded_offset():
     image = torch.arange(64.0).view(1, 1, 8, 8)
     first = jitter(3)(image, gen(5))
@@ -32,6 +54,7 @@ def test_jitter_crops_d_pixels_at_a_seeded_offset():
     assert 0 <= dy <= 3 and 0 <= dx <= 3
 
 
+@pytest.mark.unit
 def test_scale_and_rotate_keep_a_constant_image_constant():
     ones = torch.ones(1, 3, 10, 10)
     assert torch.equal(random_scale([1.0])(ones, gen()), ones)
@@ -40,6 +63,7 @@ def test_scale_and_rotate_keep_a_constant_image_constant():
     assert torch.equal(random_rotate([0])(ones, gen()), ones)
 
 
+@pytest.mark.unit
 def test_rotate_by_90_degrees_turns_the_image():
     image = torch.zeros(1, 1, 5, 5)
     image[..., 0, 2] = 1.0  # top middle
@@ -49,11 +73,13 @@ def test_rotate_by_90_degrees_turns_the_image():
         torch.allclose(turned, torch.rot90(image, -1, (2, 3)), atol=1e-5)
 
 
+@pytest.mark.unit
 def test_compose_applies_transforms_in_order():
     out = compose([pad(1), jitter(2)])(torch.ones(1, 3, 4, 4), gen())
     assert out.shape == (1, 3, 4, 4)
 
 
+@pytest.mark.unit
 def test_objectives_combine_with_plus_minus_times():
     logits = torch.tensor([[1.0, 3.0], [2.0, 0.0]])
     image = torch.zeros(2, 3, 2, 2)
@@ -68,6 +94,7 @@ def test_objectives_combine_with_plus_minus_times():
     assert torch.allclose(log_p, logits.log_softmax(1)[:, 0])
 
 
+@pytest.mark.unit
 def test_parametrisations_give_images_in_unit_range():
     for param_f in (pixel_image, functools.partial(fourier_image, color=torch.eye(3))):
         params, image_f = param_f((2, 3, 16, 12), generator=gen())
@@ -77,6 +104,7 @@ def test_parametrisations_give_images_in_unit_range():
         assert all(p.requires_grad for p in params)
 
 
+@pytest.mark.unit
 def test_color_sqrt_squares_to_the_scaled_colour_covariance():
     images = torch.rand(4, 3, 8, 8, generator=gen())
     images[:, 1] = 0.5 * images[:, 0] + 0.5 * images[:, 1]  # correlated channels
@@ -88,6 +116,7 @@ def test_color_sqrt_squares_to_the_scaled_colour_covariance():
     assert abs(float(root.norm(dim=0).max()) - 1.0) < 1e-6
 
 
+@pytest.mark.integration
 def test_render_with_random_transforms_is_reproduced_by_its_seed(cat_dog_classifier):
     model, classes, _ = cat_dog_classifier
     objective = class_log_prob([classes.index("Cat"), classes.index("Dog")]) - 0.05 * total_variation()
@@ -99,6 +128,7 @@ def test_render_with_random_transforms_is_reproduced_by_its_seed(cat_dog_classif
     assert not torch.equal(run(0, 1), run(1, 1))
 
 
+@pytest.mark.integration
 def test_render_raises_the_target_probability(cat_dog_classifier):
     model, classes, _ = cat_dog_classifier
     targets = [classes.index("Cat"), classes.index("Dog")]
@@ -113,6 +143,7 @@ def test_render_raises_the_target_probability(cat_dog_classifier):
 # --- the held-out family the ideal images are judged under ---
 
 
+@pytest.mark.unit
 def test_crop_resize_and_adjust_color_equal_torchvision():
     from torchvision.transforms.v2 import functional as TF
 
@@ -138,6 +169,7 @@ def _crop_box(transform, seed, size=(60, 80)):
     return height * width / (h * w), width / height
 
 
+@pytest.mark.unit
 def test_random_resized_crop_zooms_outside_the_optimisation_scales():
     boxes = [_crop_box(random_resized_crop((0.4, 0.7)), seed) for seed in range(40)]
     for area, aspect in boxes:
@@ -149,6 +181,7 @@ def test_random_resized_crop_zooms_outside_the_optimisation_scales():
     assert torch.equal(same, random_resized_crop()(torch.rand(1, 3, 30, 30, generator=gen()), gen(7)))
 
 
+@pytest.mark.unit
 def test_random_flip_and_color_jitter_draw_from_their_ranges():
     image = torch.rand(1, 3, 8, 8, generator=gen())
     flips = [random_flip()(image, gen(seed)) for seed in range(40)]
@@ -160,6 +193,7 @@ def test_random_flip_and_color_jitter_draw_from_their_ranges():
     assert all(0.7 <= f <= 1.3 for f in scaled) and max(scaled) - min(scaled) > 0.3
 
 
+@pytest.mark.unit
 def test_p_target_under_transforms_is_the_mean_probability_over_the_drawn_images():
     class Brightness(torch.nn.Module):  # logits (0, 10 (mean - 0.5)): p(1) = sigmoid of that
         def forward(self, x):
@@ -181,12 +215,14 @@ def test_p_target_under_transforms_is_the_mean_probability_over_the_drawn_images
     assert float(p) == pytest.approx(float(expected), abs=1e-5)
 
 
+@pytest.mark.unit
 def test_heldout_transforms_keep_the_image_size_and_range():
     image = torch.rand(2, 3, 32, 32, generator=gen())
     out = compose(heldout_transforms())(image, gen(1))
     assert out.shape == image.shape and 0 <= float(out.min()) and float(out.max()) <= 1
 
 
+@pytest.mark.unit
 def test_ideal_summary_averages_each_measure_over_the_images_that_have_it():
     report = {"pixel": {"a": {"p": 0.2, "q": None}, "b": {"p": 0.4, "q": 0.9}},
               "fourier": {"a": {"p": 0.9, "q": 0.3}}, "imagenet_pixel": {"z": {"p": 1.0}}}

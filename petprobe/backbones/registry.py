@@ -11,8 +11,8 @@ acc@1, parameter count). ``get_backbone(name).build()`` returns a frozen
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch.nn as nn
 

@@ -8,7 +8,7 @@ replaced by Identity so ``forward`` gives the pre-logits embedding; the removed 
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn as nn

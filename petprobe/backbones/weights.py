@@ -44,7 +44,7 @@ class Preprocessing:
     interpolation: str = "bilinear"
 
     @classmethod
-    def from_torchvision(cls, transforms) -> "Preprocessing":
+    def from_torchvision(cls, transforms) -> Preprocessing:
         """The preprocessing of a torchvision ``ImageClassification`` preset (``weights.transforms()``)."""
         return cls(resize=transforms.resize_size[0], crop=transforms.crop_size[0], mean=tuple(transforms.mean),
                    std=tuple(transforms.std), interpolation=transforms.interpolation.value)

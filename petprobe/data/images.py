@@ -354,6 +354,7 @@ def load_images(paths, transform, *, desc: str | None = None):
     passed prepare's check) is one PetprobeError line.
     """
     import torch
+
     from petprobe.progress import progress
 
     try:

@@ -11,13 +11,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
-from petprobe.progress import progress
 
 from petprobe.artefacts import SPLITS
-from petprobe.data.filenames import printable_name
 from petprobe.data.datasets import assign_splits, cap_per_class
+from petprobe.data.filenames import printable_name
 from petprobe.data.images import inspect_image
 from petprobe.data.phash import file_phash, join_near_duplicates, phash_hex
+from petprobe.progress import progress
 
 __all__ = ["check_candidates", "build_manifest", "minimum_data_problem"]
 

@@ -118,7 +118,7 @@ def _write_members(archive: Path, handle, checked, read, target: Path, max_bytes
     target.mkdir(parents=True, exist_ok=True)
     root = target.resolve()
     name_max, path_max = os.pathconf(target, "PC_NAME_MAX"), os.pathconf(target, "PC_PATH_MAX")
-    for path, member, is_dir, size in progress_bar(checked, desc=f"unpack {archive.name}", unit="file", leave=False):
+    for path, member, is_dir, _size in progress_bar(checked, desc=f"unpack {archive.name}", unit="file", leave=False):
         if not is_utf8(str(path)):  # a tar name in a legacy encoding: as copy_tree, left out and recorded
             skipped.append({"path": printable_name(path.as_posix()), "reason": "file name is not valid UTF-8"})
             continue

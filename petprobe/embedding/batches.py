@@ -9,7 +9,7 @@ stage that trains its own network (scratch) does not depend on the backbones' co
 from __future__ import annotations
 
 import sys
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 from torch.utils.data import DataLoader, Dataset

@@ -10,17 +10,17 @@ into the convolutions, channels_last, autocast in the resolved precision (``petp
 from __future__ import annotations
 
 import copy
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import torch
-from petprobe.progress import progress as progress_bar
 
 from petprobe.artefacts import Artefacts
 from petprobe.backbones import Backbone, get_backbone
 from petprobe.device import Precision
 from petprobe.embedding.batches import image_batches
 from petprobe.errors import PetprobeError
+from petprobe.progress import progress as progress_bar
 
 __all__ = ["fold_batchnorm", "embed_images", "embedding_backbone"]
 

@@ -12,14 +12,14 @@ on the test split the same way.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn as nn
-from petprobe.progress import progress
 
 from petprobe.embedding.batches import image_batches
 from petprobe.heads.training import evaluate_classifier, fit_classifier, predict_proba, seeded
+from petprobe.progress import progress
 from petprobe.reporting.metrics import summary
 
 __all__ = ["FinetuneNet", "trunk_activations", "SmallCNN", "random_flip", "train_comparison"]

@@ -285,7 +285,7 @@ class LogRegHead(ClassifierMixin, BaseEstimator):
         self.cv_folds = cv_folds
         self.random_state = random_state
 
-    def fit(self, X, y, X_val=None, y_val=None) -> "LogRegHead":
+    def fit(self, X, y, X_val=None, y_val=None) -> LogRegHead:
         """Choose C by k-fold CV over X (plus X_val when given: the folds cover train+val), refit on all of it."""
         # Embeddings stay in their float32 (half the memory of float64, the largest array of the
         # stage at full size); every fit gets its own float64 copy, so the numbers are those of an
@@ -373,7 +373,7 @@ class LogRegHead(ClassifierMixin, BaseEstimator):
                  cs=np.asarray(self.cs, np.float64), max_iter=np.int64(self.max_iter), tol=np.float64(self.tol))
 
     @classmethod
-    def load(cls, path: str | Path) -> "LogRegHead":
+    def load(cls, path: str | Path) -> LogRegHead:
         """Read a file written by ``save``. No pickle: a tampered file is an error, never code."""
         rerun = "rerun train_logreg"
         try:

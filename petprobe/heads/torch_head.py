@@ -141,7 +141,7 @@ class TorchHead(ClassifierMixin, BaseEstimator):
         self.refit = refit
         self.random_state = random_state
 
-    def fit(self, X, y, X_val=None, y_val=None, *, desc: str | None = None) -> "TorchHead":
+    def fit(self, X, y, X_val=None, y_val=None, *, desc: str | None = None) -> TorchHead:
         """Train on (X, y), early-stopping on (X_val, y_val) when given; returns ``self``.
 
         Validation rows whose label does not occur in ``y`` are ignored. ``desc`` labels a
@@ -234,7 +234,7 @@ class TorchHead(ClassifierMixin, BaseEstimator):
         })
 
     @classmethod
-    def load(cls, path: str | Path) -> "TorchHead":
+    def load(cls, path: str | Path) -> TorchHead:
         """Read a head written by ``save``; any missing, tampered or mismatched file is a PetprobeError."""
         path = Path(path)
         config_path = path.with_suffix(".json")

@@ -11,10 +11,11 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+
 from petprobe.progress import progress
 
 __all__ = ["seeded", "fit_classifier", "evaluate_classifier", "predict_proba"]

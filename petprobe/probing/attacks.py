@@ -212,7 +212,7 @@ class Assessment:
         return out
 
 
-def _transfer_summary(assessments: list["Assessment"]) -> dict:
+def _transfer_summary(assessments: list[Assessment]) -> dict:
     """Transfer success over the images the transfer model classifies right when clean, and over
     those of them the white-box attack turned into the target; with their counts."""
     hit = torch.cat([a.transfer_success for a in assessments])

@@ -24,14 +24,31 @@ import torch
 from petprobe.data.images import load_rgb
 from petprobe.embedding.embed import fold_batchnorm
 from petprobe.errors import PetprobeError
-from petprobe.probing.attribution import (COMPLETENESS_TOLERANCE, RANDOMISATIONS, GradCAM, IntegratedGradients,
-                                          RandomMap, feature_maps, randomised)
+from petprobe.probing.attribution import (
+    COMPLETENESS_TOLERANCE,
+    RANDOMISATIONS,
+    GradCAM,
+    IntegratedGradients,
+    RandomMap,
+    feature_maps,
+    randomised,
+)
 from petprobe.probing.classifier import PixelClassifier
-from petprobe.probing.explain_figures import (attribution_figure, curves_figure, feature_map_figure,
-                                              sanity_figure)
-from petprobe.probing.measures import (centred_gaussian, constant_maps, curve_auc, deletion_insertion, mean_ci95,
-                                       pet_share, pointing_hits, rank_correlation, read_trimap, trimap_like,
-                                       uniform_map, TRIMAP_BACKGROUND)
+from petprobe.probing.explain_figures import attribution_figure, curves_figure, feature_map_figure, sanity_figure
+from petprobe.probing.measures import (
+    TRIMAP_BACKGROUND,
+    centred_gaussian,
+    constant_maps,
+    curve_auc,
+    deletion_insertion,
+    mean_ci95,
+    pet_share,
+    pointing_hits,
+    rank_correlation,
+    read_trimap,
+    trimap_like,
+    uniform_map,
+)
 
 __all__ = ["Explanation", "MeasuredImages", "pick_measured_images", "attribution_methods", "attribute",
            "measure_localisation", "measure_faithfulness", "sanity_check", "draw_shown", "draw_feature_maps",

@@ -7,7 +7,7 @@ Ideal images and adversarial perturbations must be shown without resampling blur
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch

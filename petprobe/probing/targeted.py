@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 
 from petprobe.heads.training import predict_proba
-from petprobe.probing.attacks import PGD, Attack, Assessment, pooled_summary, run_attacks
+from petprobe.probing.attacks import PGD, Assessment, Attack, pooled_summary, run_attacks
 from petprobe.probing.classifier import correctly_classified
 from petprobe.probing.sheets import attack_sheet
 

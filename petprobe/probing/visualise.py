@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
 from petprobe.progress import progress
 
 __all__ = ["pixel_image", "fourier_image", "color_sqrt", "pad", "jitter", "random_scale", "random_rotate",
@@ -226,18 +227,18 @@ class Objective:
     def __call__(self, logits, image):
         return self.fn(logits, image)
 
-    def __add__(self, other: "Objective") -> "Objective":
+    def __add__(self, other: Objective) -> Objective:
         return Objective(lambda lo, im: self(lo, im) + other(lo, im), f"{self.name} + {other.name}")
 
-    def __sub__(self, other: "Objective") -> "Objective":
+    def __sub__(self, other: Objective) -> Objective:
         return Objective(lambda lo, im: self(lo, im) - other(lo, im), f"{self.name} - {other.name}")
 
-    def __mul__(self, weight: float) -> "Objective":
+    def __mul__(self, weight: float) -> Objective:
         return Objective(lambda lo, im: weight * self(lo, im), f"{weight:g} * {self.name}")
 
     __rmul__ = __mul__
 
-    def __neg__(self) -> "Objective":
+    def __neg__(self) -> Objective:
         return -1.0 * self
 
     def __repr__(self) -> str:
