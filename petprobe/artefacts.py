@@ -9,7 +9,7 @@ This module is the one owner of the layout (paths relative to the repository roo
                       rejected.csv        path,reason of every unusable file
     data/embeddings/<ds>/<split>.npy      float32 (N, dim), rows in manifest order
                         meta.json         backbone, weights sha256, preprocessing, precision, image lists
-    data/models/<ds>/<model_file>          each saved head (heads.registry; head.pt has head.json beside it)
+    data/models/<ds>/<model_file>          each saved head (catalogue; head.pt has head.json beside it)
     data/render/<ds>/*.png
     data/explain/<ds>/*.png               feature maps, attribution maps, sanity check, curves
     metrics/<ds>.json                     full test summary of every head (the metrics table:
@@ -34,9 +34,9 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 import pandas as pd
 
+from petprobe.catalogue import HEADS, TRAINED
 from petprobe.checksums import image_list_sha256
 from petprobe.errors import PetprobeError, one_line
-from petprobe.heads.registry import HEADS, TRAINED
 from petprobe.names import check_dataset_name
 from petprobe.outputs import atomic_dir, write_csv, write_json
 
@@ -140,7 +140,7 @@ class Artefacts:
         return self.root / "data" / "models" / self.ds
 
     def model(self, name: str) -> Path:
-        """The file of trained head ``name`` (one of ``heads.registry.TRAINED``)."""
+        """The file of trained head ``name`` (one of ``catalogue.TRAINED``)."""
         if name not in TRAINED:
             raise PetprobeError(f"unknown model '{name}' (valid: {', '.join(sorted(TRAINED))})")
         return self.models / HEADS[name].model_file

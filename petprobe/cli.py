@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 
 from petprobe import __version__
+from petprobe.catalogue import DEFAULT, HEADS, TRAINED
 from petprobe.errors import PetprobeError, error_line, shorten
-from petprobe.heads.registry import DEFAULT, HEADS, TRAINED
 from petprobe.names import printable
 
 __all__ = ["main", "build_parser", "predict_command", "backbones_command"]

@@ -19,8 +19,8 @@ from pathlib import Path
 import yaml
 
 from petprobe import catalogue
+from petprobe.catalogue import DEFAULT, TRAINED
 from petprobe.errors import PetprobeError, one_line, shorten
-from petprobe.heads.registry import DEFAULT, TRAINED
 from petprobe.names import check_dataset_name
 
 __all__ = [

@@ -17,11 +17,11 @@ import numpy as np
 from PIL import Image
 
 from petprobe.artefacts import Artefacts
+from petprobe.catalogue import DEFAULT
 from petprobe.data.images import inspect_image
 from petprobe.device import resolve_device, resolve_precision
 from petprobe.embedding.embed import embed_images, embedding_backbone
 from petprobe.errors import PetprobeError
-from petprobe.heads.registry import DEFAULT
 from petprobe.heads.trained import load_head
 
 __all__ = ["Prediction", "Predictor", "image_files"]

@@ -17,15 +17,15 @@ from __future__ import annotations
 import sys
 
 from petprobe.artefacts import Artefacts
+from petprobe.catalogue import COMPARISONS, LOGREG, TRAINED
 from petprobe.errors import run_stage
 from petprobe.heads.logreg import recorded_grid_edge
-from petprobe.heads.registry import COMPARISONS, LOGREG, TRAINED
+from petprobe.heads.metrics import confusion, headline, per_class_report, summary
 from petprobe.heads.trained import load_head
 from petprobe.labels import align_proba
 from petprobe.outputs import write_csv, write_json
 from petprobe.params import load_params
 from petprobe.reporting.figures import class_samples_grid, misclassified_grid, save_figure
-from petprobe.reporting.metrics import confusion, headline, per_class_report, summary
 
 
 def main(ds: str) -> None:

@@ -17,12 +17,12 @@ import sys
 
 from petprobe.artefacts import SPLITS, Artefacts
 from petprobe.backbones import get_backbone
+from petprobe.catalogue import FINETUNE, LOGREG
 from petprobe.device import resolve_batch_size, resolve_device, resolve_precision
 from petprobe.errors import run_stage
 from petprobe.heads.comparisons import trunk_activations
 from petprobe.heads.finetune import finetune_last_block
 from petprobe.heads.logreg import LogRegHead
-from petprobe.heads.registry import FINETUNE, LOGREG
 from petprobe.outputs import write_json
 from petprobe.params import load_params
 

@@ -12,11 +12,11 @@ import time
 import torch
 
 from petprobe.artefacts import Artefacts
+from petprobe.catalogue import TRAINED
 from petprobe.device import resolve_device
 from petprobe.embedding.embed import embedding_backbone
 from petprobe.errors import run_stage
 from petprobe.heads.logreg import c_grid
-from petprobe.heads.registry import TRAINED
 from petprobe.heads.trained import load_head
 from petprobe.params import load_params
 from petprobe.predict import Predictor

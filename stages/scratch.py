@@ -16,11 +16,11 @@ import torch
 from torchvision.transforms import v2
 
 from petprobe.artefacts import SPLITS, Artefacts
+from petprobe.catalogue import SCRATCH
 from petprobe.data.images import load_images
 from petprobe.device import resolve_device
 from petprobe.errors import run_stage
 from petprobe.heads.comparisons import SmallCNN, random_flip, train_comparison
-from petprobe.heads.registry import SCRATCH
 from petprobe.labels import class_index
 from petprobe.outputs import write_json
 from petprobe.params import load_params

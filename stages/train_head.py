@@ -13,8 +13,8 @@ from __future__ import annotations
 import sys
 
 from petprobe.artefacts import Artefacts
+from petprobe.catalogue import TORCH_HEAD
 from petprobe.errors import run_stage
-from petprobe.heads.registry import TORCH_HEAD
 from petprobe.heads.torch_head import TorchHead
 from petprobe.labels import warn_missing_classes
 from petprobe.params import load_params

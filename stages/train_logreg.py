@@ -17,9 +17,9 @@ import sys
 import numpy as np
 
 from petprobe.artefacts import Artefacts
+from petprobe.catalogue import LOGREG
 from petprobe.errors import run_stage
 from petprobe.heads.logreg import SELECTION_RULE, LogRegHead, c_grid, search_record
-from petprobe.heads.registry import LOGREG
 from petprobe.labels import warn_missing_classes
 from petprobe.outputs import write_json
 from petprobe.params import load_params

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from petprobe.artefacts import Artefacts
+from petprobe.catalogue import COMPARISONS, DEFAULT, HEADS, TRAINED
 from petprobe.cli import build_parser
 from petprobe.errors import PetprobeError
 from petprobe.heads.logreg import GRID_EDGES, LogRegHead, recorded_grid_edge, search_record
-from petprobe.heads.registry import COMPARISONS, DEFAULT, HEADS, TRAINED
 from petprobe.params import parse_params
 
 pytestmark = pytest.mark.unit

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from petprobe.reporting.metrics import (
+from petprobe.heads.metrics import (
     balanced_accuracy,
     balanced_accuracy_interval,
     confusion,

@@ -12,7 +12,7 @@ from sklearn.preprocessing import StandardScaler
 
 from petprobe.errors import PetprobeError
 from petprobe.heads.logreg import LogRegHead, c_path_scores
-from petprobe.reporting.metrics import per_class_report, summary, wilson_interval
+from petprobe.heads.metrics import per_class_report, summary, wilson_interval
 
 CS = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)
 

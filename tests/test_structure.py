@@ -7,11 +7,11 @@ import re
 import pytest
 
 from conftest import REPO
-from petprobe.heads.registry import HEADS
+from petprobe.catalogue import HEADS
 
 pytestmark = pytest.mark.unit
 
-REGISTRY = REPO / "petprobe/heads/registry.py"
+REGISTRY = REPO / "petprobe/catalogue.py"
 STAGE_CODE_LINES = 60
 # "head" is also a plain word: the record field naming which head a stage used ("head": ...), the
 # report table's column title, and attribution's randomisation of the head layer.
@@ -39,7 +39,7 @@ def test_head_names_are_string_literals_in_the_registry_only():
                 rest = other.sub("", rest)
             if literal.search(rest):
                 found.append(f"{path.relative_to(REPO)}:{number}: {line.strip()}")
-    assert not found, "head names spelled outside petprobe/heads/registry.py:\n" + "\n".join(found)
+    assert not found, "head names spelled outside petprobe/catalogue.py:\n" + "\n".join(found)
     assert all(literal.search(f'"{name}"') for name in HEADS)  # the pattern does find a spelled name
 
 

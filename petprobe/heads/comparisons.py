@@ -18,9 +18,9 @@ import torch
 import torch.nn as nn
 
 from petprobe.embedding.batches import image_batches
+from petprobe.heads.metrics import summary
 from petprobe.heads.training import evaluate_classifier, fit_classifier, predict_proba, seeded
 from petprobe.progress import progress
-from petprobe.reporting.metrics import summary
 
 __all__ = ["FinetuneNet", "trunk_activations", "SmallCNN", "random_flip", "train_comparison"]
 
@@ -103,7 +103,7 @@ def train_comparison(make_net: Callable[[tuple[str, ...]], nn.Module], inputs: d
     tensors, class-index tensors and label arrays. Initialisation, dropout, shuffling and
     ``augment`` all draw from ``seed``. Returns best_epoch, epochs_run, val_before (the untrained
     net on val), val (the early-stopping run's best epoch, trained on train only) and test (the
-    train+val refit, ``reporting.metrics.summary``).
+    train+val refit, ``heads.metrics.summary``).
     """
     with seeded(seed):
         net = make_net(("train",))

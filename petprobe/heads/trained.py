@@ -1,15 +1,15 @@
 """The trained heads of a dataset, as the training stages saved them.
 
-``load_head`` reads one back (a ``TRAINED`` name of ``heads.registry``) from the file
+``load_head`` reads one back (a ``TRAINED`` name of ``catalogue``) from the file
 ``Artefacts.model(name)`` places it in, with the class its registry entry names.
 """
 
 from __future__ import annotations
 
 from petprobe.artefacts import Artefacts
+from petprobe.catalogue import get_head
 from petprobe.errors import PetprobeError
 from petprobe.heads.logreg import LogRegHead
-from petprobe.heads.registry import get_head
 from petprobe.heads.torch_head import TorchHead
 
 __all__ = ["load_head"]

@@ -29,8 +29,8 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from petprobe.catalogue import LOGREG, TORCH_HEAD, HeadEntry
 from petprobe.errors import PetprobeError, reports_errors
-from petprobe.heads.registry import LOGREG, TORCH_HEAD, HeadEntry
 
 __all__ = ["Row", "Table", "EpsTable", "TABLES", "DOC_FILES", "render_table", "regenerate", "main"]
 

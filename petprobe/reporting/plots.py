@@ -24,7 +24,7 @@ _MARKER = "# Named plots"
 
 def plotted_heads() -> tuple[str, ...]:
     """The trained heads evaluate draws a confusion matrix, F1 bars and a mistakes grid for."""
-    from petprobe.heads.registry import TRAINED
+    from petprobe.catalogue import TRAINED
 
     return TRAINED
 

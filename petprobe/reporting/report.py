@@ -27,8 +27,8 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from petprobe.catalogue import HEADS
 from petprobe.errors import PetprobeError
-from petprobe.heads.registry import HEADS
 from petprobe.reporting.plots import caption, chart_ids, image_caption
 from petprobe.reporting.provenance import dataset_provenance, git_state, run_date, versions
 
