@@ -12,9 +12,9 @@ This module is the one owner of the layout (paths relative to the repository roo
     data/models/<ds>/<model_file>          each saved head (catalogue; head.pt has head.json beside it)
     data/render/<ds>/*.png
     data/explain/<ds>/*.png               feature maps, attribution maps, sanity check, curves
-    metrics/<ds>.json                     full test summary of every head (the metrics table:
-                                          <head>/headline.json, render_headline.json, explain_headline.json,
-                                          near_twins.json)
+    metrics/<ds>.json                     full test summary of every head
+    metrics/<ds>/headline.json            the metrics table's row (copied from <head>/headline.json,
+                                          render_headline.json, explain_headline.json, near_twins.json)
     metrics/<ds>/near_duplicates.csv      near-duplicate pairs across splits; .json: their counts
     metrics/<ds>/...                      per-stage tables, curves and figures (dvc plots)
 
@@ -176,7 +176,7 @@ class Artefacts:
 
     @property
     def summary_json(self) -> Path:
-        """The headline numbers of the dataset (``dvc metrics show``)."""
+        """The full test summary of every head (the report's table; ``dvc metrics show`` has ``dataset_headline``)."""
         return self.root / "metrics" / f"{self.ds}.json"
 
     @property
@@ -195,8 +195,13 @@ class Artefacts:
         """What an optional comparison stage (``finetune``, ``scratch``) wrote."""
         return self.metrics / f"{name}.json"
 
+    @property
+    def dataset_headline(self) -> Path:
+        """The dataset's headline numbers in one flat row: the only file ``dvc metrics show`` lists."""
+        return self.metrics / "headline.json"
+
     def head_headline(self, name: str) -> Path:
-        """One head's headline numbers (``dvc metrics show``: a row per head and dataset)."""
+        """One head's headline numbers (copied into ``dataset_headline``)."""
         return self.metrics / name / "headline.json"
 
     def head_report(self, name: str) -> Path:

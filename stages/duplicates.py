@@ -6,8 +6,8 @@ image's perceptual hash) and embed's embeddings it writes metrics/<ds>/near_dupl
 apart) or the centred embedding cosine (at least near_duplicate_cosine) calls near;
 metrics/<ds>/near_duplicates.json, their counts (test_twins: test images with a near-twin in train
 or val; val_twins: val images with one in train; pairs by measure; the thresholds and backbone); and
-metrics/<ds>/near_twins.json, test_twins alone, for `dvc metrics show` (whose table
-has room for one more column). See petprobe.data.duplicates for the measures and thresholds.
+metrics/<ds>/near_twins.json, test_twins alone, which headline@<ds> copies into `dvc metrics show`'s
+row. See petprobe.data.duplicates for the measures and thresholds.
 """
 
 from __future__ import annotations

@@ -6,7 +6,8 @@ top1_ci95, balanced_accuracy, balanced_accuracy_ci95, top3, top5, log_loss, ece,
 intervals over the test images: Wilson for top-1, Wilson at Kish's effective sample size for
 balanced accuracy) plus, when the comparison stages are switched on, finetune: {...} and scratch:
 {...} (read from metrics/<ds>/<name>.json). Per head in metrics/<ds>/<head>/: headline.json
-(n_test, top1, balanced_accuracy, log_loss, ece: the rows of `dvc metrics show`; metrics/<ds>.json
+(n_test, top1, balanced_accuracy, log_loss, ece; headline@<ds> copies top1 and balanced accuracy into
+`dvc metrics show`'s row; metrics/<ds>.json
 is the full summary), per_class.csv (precision, recall, F1; classes with test images),
 confusion.csv (a DVC confusion plot) and misclassified.png; and metrics/<ds>/samples.png, training
 images of every class.

@@ -140,7 +140,7 @@ HEADLINE_KEYS = ("top1", "balanced_accuracy", "log_loss", "ece")
 
 
 def headline(numbers: dict, n_test: int) -> dict:
-    """One head's row of ``dvc metrics show``: n_test, HEADLINE_KEYS and their ``<key>_ci95`` intervals
+    """One head's headline (``headline@<ds>`` copies top1 and balanced accuracy into ``dvc metrics show``): n_test, HEADLINE_KEYS and their ``<key>_ci95`` intervals
     where ``numbers`` (a ``summary``) has them (lists: DVC's tables leave them out, the files keep them).
 
     One small file per head, so every row of the table shares the same few columns.

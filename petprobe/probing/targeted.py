@@ -82,7 +82,7 @@ def success_by_eps(attacks: dict[str, Attack], pooled: dict[str, list[Assessment
 
 
 def render_headline(eps_rows: list[dict], ideal: dict, *, eps_255: float = 4.0) -> dict:
-    """The few render numbers ``dvc metrics show`` carries (the full report stays render.json).
+    """The few render numbers ``dvc metrics show``'s row carries (the full report stays render.json).
 
     Short flat keys, because they are columns of one table with every other metric file (which
     must fit 200 characters). ``pgd<eps>_success``: targeted PGD success at that radius, pooled

@@ -27,8 +27,9 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from petprobe.catalogue import HEADS
+from petprobe.catalogue import HEADS, TRAINED
 from petprobe.errors import PetprobeError
+from petprobe.reporting.headline import HEAD_KEYS, head_key
 from petprobe.reporting.plots import caption, chart_ids, image_caption
 from petprobe.reporting.provenance import dataset_provenance, git_state, run_date, versions
 
@@ -235,11 +236,14 @@ def _flat(data, prefix: str = ""):
 
 def _dataset_metrics(ds: str, metrics: dict[str, dict]) -> str:
     """The dataset's other declared metrics (attacks, ideal images, explanations, near-twins), one row each."""
+    in_table = {"n_test", *(head_key(head, key) for head in TRAINED for key in HEAD_KEYS)}  # heads: in the table
     rows = []
     for path, data in sorted(metrics.items()):
-        if not path.startswith(f"metrics/{ds}/") or path.endswith("/headline.json"):  # heads: in the table
+        if not path.startswith(f"metrics/{ds}/"):
             continue
         for k, v in _flat(data):
+            if k in in_table:
+                continue
             rows.append(f"<tr><th>{_key(k)}</th><td>{_number(v)}</td>"
                         f"<td class=l>{html.escape(GLOSSARY.get(k, ''))}</td></tr>")
     return f"<table class=kv>{''.join(rows)}</table>" if rows else ""
