@@ -72,6 +72,10 @@ GLOSSARY = {
                     "prediction faster than random, as a faithful map should.",
 }
 
+# `dvc metrics show`'s one row per dataset names a head's numbers <head>_top1 and <head>_bacc.
+GLOSSARY.update({head_key(name, key): f"The {HEADS[name].label}'s {key}, as `dvc metrics show` names it (see {key})."
+                 for name in TRAINED for key in HEAD_KEYS})
+
 _SECTIONS = (
     ("accuracy", "Accuracy", ("logreg-C-search", "head-loss", "head-accuracy", "confusion", "per-class-f1"),
      ("samples.png", "misclassified.png", "curves.png")),
