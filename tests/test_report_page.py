@@ -106,27 +106,24 @@ def test_an_imagefolder_dataset_gets_titled_plots_and_its_own_section(tiny_repo,
     assert "metrics/tiny/samples.png" not in re.sub(r"href='[^']*'", "", section)  # captions, not paths
 
 
-def _colours(spec):
-    """Every colour encoding in a Vega-Lite spec (layers and facets included)."""
+def _nodes(spec):
+    """Every dict in a Vega-Lite spec (layers and facets included)."""
     if isinstance(spec, dict):
-        if isinstance(spec.get("encoding"), dict) and "color" in spec["encoding"]:
-            yield spec["encoding"]["color"]
+        yield spec
         for value in spec.values():
-            yield from _colours(value)
+            yield from _nodes(value)
     elif isinstance(spec, list):
         for value in spec:
-            yield from _colours(value)
+            yield from _nodes(value)
+
+
+def _colours(spec):
+    """Every colour encoding in a Vega-Lite spec."""
+    return (n["encoding"]["color"] for n in _nodes(spec) if isinstance(n.get("encoding"), dict) and "color" in n["encoding"])
 
 
 def _marks(spec):
-    if isinstance(spec, dict):
-        if "mark" in spec:
-            yield spec["mark"] if isinstance(spec["mark"], str) else spec["mark"]["type"]
-        for value in spec.values():
-            yield from _marks(value)
-    elif isinstance(spec, list):
-        for value in spec:
-            yield from _marks(value)
+    return (n["mark"] if isinstance(n["mark"], str) else n["mark"]["type"] for n in _nodes(spec) if "mark" in n)
 
 
 def test_multi_series_charts_colour_by_a_data_field_and_show_what_they_promise(tiny_page):
