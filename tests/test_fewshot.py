@@ -10,9 +10,11 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.preprocessing import StandardScaler
 
+from petprobe.errors import PetprobeError
 from petprobe.heads.fewshot import ALL, fewshot_curve, fewshot_rows
 from petprobe.heads.knn import KNNHead
 from petprobe.heads.logreg import LogRegHead
+from petprobe.params import parse_params
 
 pytestmark = pytest.mark.unit
 
@@ -68,3 +70,14 @@ def test_the_curve_is_the_mean_and_sample_sd_over_draws():
     assert curve[0]["nn_sd"] == pytest.approx(statistics.stdev([0.4, 0.4, 0.7]), abs=1e-6)
     assert curve[1] == {"shots": 19.667, "label": "all", "lr": 0.9, "lr_sd": 0.0, "lr_draws": 1, "nn": 0.85,
                         "nn_sd": 0.0, "nn_draws": 1}
+
+
+@pytest.mark.parametrize("raw, message", [
+    ({"fewshot": {"shots": [1, 5, 1]}}, "'fewshot.shots' must hold distinct image counts"),
+    ({"fewshot": {"shots": [-1]}}, "'fewshot.shots' must hold distinct image counts"),
+    ({"head": {"seed": 3, "spread_seeds": [1, 3]}}, "'head.spread_seeds' must hold distinct seeds .* saved model's \\(3\\)"),
+    ({"knn": {"k": 0}}, "'knn.k' is 0; it must be >= 1"),
+])
+def test_bad_probe_params_are_one_line(raw, message):
+    with pytest.raises(PetprobeError, match=message):
+        parse_params(raw)
