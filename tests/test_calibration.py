@@ -52,6 +52,13 @@ def test_fitted_temperature_is_the_brute_force_minimum_of_the_nll(scale):
 
 
 @pytest.mark.unit
+def test_a_val_set_without_mistakes_leaves_the_logits_unscaled():
+    # Every label is the argmax: the NLL falls all the way to T -> 0, so T is not identified.
+    logits = np.array([[2.0, 0.0], [0.0, 1.0], [3.0, 1.0], [0.5, 2.5]])
+    assert fit_temperature(logits, np.array([0, 1, 0, 1])) == 1.0
+
+
+@pytest.mark.unit
 def test_ece_and_the_reliability_table_of_a_hand_computed_case():
     # Two classes, 15 bins of width 1/15. Confidences 0.95, 0.95 (bin 14: one right, one wrong),
     # 0.6, 0.6, 0.6 (bin 9: all right). Bin 14: |0.5 - 0.95| = 0.45, weight 2/5; bin 9: |1 - 0.6| = 0.4,
