@@ -40,7 +40,7 @@ from petprobe.errors import PetprobeError, one_line
 from petprobe.names import check_dataset_name
 from petprobe.outputs import atomic_dir, write_csv, write_json
 
-__all__ = ["Artefacts", "SPLITS", "SOURCE_RECORD", "DOWNLOADS", "DOWNLOAD_PINS", "DVC_CACHE", "read_npy_header"]
+__all__ = ["Artefacts", "SPLITS", "SOURCE_RECORD", "DOWNLOADS", "DOWNLOAD_PINS", "DVC_CACHE", "read_npy_header", "read_checked_npz"]
 
 SPLITS = ("train", "val", "test")
 # download's record of where the raw files came from, written beside them: not a dataset file.
@@ -89,6 +89,38 @@ def read_npy_header(fh, size: int) -> tuple[tuple[int, ...], np.dtype]:
         raise ValueError(f"its header claims shape {shape} {dtype} ({expected:,} bytes) but "
                          f"{size - fh.tell():,} bytes follow")
     return tuple(shape), dtype
+
+
+def read_checked_npz(path: str | Path, arrays: dict[str, tuple[int, str]]) -> dict[str, np.ndarray]:
+    """The members ``arrays`` names (name -> (ndim, allowed dtype kinds)) of the .npz at ``path``, each checked.
+
+    No pickle, and every header is read before its array (``read_npy_header``), so a tampered file
+    is a ValueError naming what is wrong, never code run or terabytes allocated. The heads' own
+    ``load`` turns it into one line saying which stage to rerun.
+    """
+    import zipfile
+
+    try:
+        if not zipfile.is_zipfile(path):  # np.load would read (and allocate) a bare .npy at once
+            raise ValueError("not an .npz archive")
+        with np.load(path, allow_pickle=False) as f:
+            for key in arrays:
+                info = f.zip.getinfo(f"{key}.npy")
+                if info.compress_type != zipfile.ZIP_STORED:  # np.savez stores; sizes then are real
+                    raise ValueError(f"member {key}.npy is compressed, as save never writes it")
+                with f.zip.open(info) as member:
+                    if member.read(6) != b"\x93NUMPY":
+                        continue  # numpy hands back the raw bytes, refused by the type check below
+                with f.zip.open(info) as member:
+                    read_npy_header(member, info.file_size)
+            read = {key: f[key] for key in arrays}
+    except (OSError, KeyError, EOFError, zipfile.BadZipFile) as err:
+        raise ValueError(one_line(err)) from None
+    bad = [k for k, a in read.items() if not isinstance(a, np.ndarray)
+           or a.dtype.kind not in arrays[k][1] or a.ndim != arrays[k][0]]
+    if bad:  # e.g. a member that is not .npy data: numpy hands back its raw bytes
+        raise ValueError(f"array '{bad[0]}' has the wrong type or shape")
+    return read
 
 
 @dataclass(frozen=True)
@@ -145,6 +177,14 @@ class Artefacts:
             raise PetprobeError(f"unknown model '{name}' (valid: {', '.join(sorted(TRAINED))})")
         return self.models / HEADS[name].model_file
 
+    def seed_models(self, name: str) -> Path:
+        """Folder of head ``name``'s models trained with the further seeds (``seed<k>`` files), kept to measure the spread."""
+        return self.model(name).parent / f"{name}_seeds"
+
+    def reliability_png(self, name: str) -> Path:
+        """Head ``name``'s reliability diagram on the test split, before and after temperature scaling."""
+        return self.head_report(name) / "reliability.png"
+
     @property
     def render(self) -> Path:
         return self.root / "data" / "render" / self.ds
@@ -186,6 +226,16 @@ class Artefacts:
     @property
     def logreg_search(self) -> Path:
         return self.metrics / "logreg_search.json"
+
+    @property
+    def fewshot_report(self) -> Path:
+        """Few-shot rows (probe x k x draw) and the protocol."""
+        return self.metrics / "fewshot.json"
+
+    @property
+    def fewshot_curve(self) -> Path:
+        """Mean and sd of test top-1 per k images per class (a DVC plot)."""
+        return self.metrics / "fewshot_curve.json"
 
     @property
     def train_head_log(self) -> Path:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 __all__ = ["BACKBONE_NAMES", "BUILTIN_DATASET_NAMES",
-           "HeadEntry", "HEADS", "LOGREG", "TORCH_HEAD", "FINETUNE", "SCRATCH", "TRAINED", "DEFAULT", "COMPARISONS",
+           "HeadEntry", "HEADS", "LOGREG", "TORCH_HEAD", "KNN", "FINETUNE", "SCRATCH", "TRAINED", "DEFAULT", "COMPARISONS",
            "get_head"]
 
 # petprobe.backbones' registry (list_backbones()), sorted.
@@ -51,6 +51,10 @@ class HeadEntry:
         backbone's embeddings).
     comparison: an optional reference stage that writes its test numbers to
         ``metrics/<ds>/<name>.json`` (``{"enabled": false}`` when switched off).
+    seeded: its training is random; further models with other seeds (``Artefacts.seed_models``)
+        give the spread over seeds that evaluate reports.
+    calibrated: temperature-scaled on val; evaluate reports log-loss and ECE before and after and
+        draws its reliability diagram.
     """
 
     name: str
@@ -59,15 +63,20 @@ class HeadEntry:
     model_file: str = ""
     predicts: bool = False
     comparison: bool = False
+    seeded: bool = False
+    calibrated: bool = False
 
 
 LOGREG = HeadEntry("logreg", "logistic probe", class_name="LogRegHead", model_file="logreg.npz", predicts=True)
-TORCH_HEAD = HeadEntry("head", "torch head", class_name="TorchHead", model_file="head.pt", predicts=True)
+TORCH_HEAD = HeadEntry("head", "torch head", class_name="TorchHead", model_file="head.pt", predicts=True,
+                       seeded=True, calibrated=True)
+# DINO-style weighted kNN: its "model" is the normalised train+val embeddings it votes with.
+KNN = HeadEntry("knn", "kNN probe", class_name="KNNHead", model_file="knn.npz", predicts=True)
 FINETUNE = HeadEntry("finetune", "fine-tuned last block", comparison=True)
 SCRATCH = HeadEntry("scratch", "CNN from scratch", comparison=True)
 
 # Report and metrics order.
-HEADS: dict[str, HeadEntry] = {h.name: h for h in (LOGREG, TORCH_HEAD, FINETUNE, SCRATCH)}
+HEADS: dict[str, HeadEntry] = {h.name: h for h in (LOGREG, TORCH_HEAD, KNN, FINETUNE, SCRATCH)}
 # Heads with a saved model that predict, render and explain can load, and the one they use by default.
 TRAINED: tuple[str, ...] = tuple(h.name for h in HEADS.values() if h.predicts)
 DEFAULT = TORCH_HEAD.name

@@ -29,6 +29,8 @@ __all__ = [
     "EmbedParams",
     "LogregParams",
     "HeadParams",
+    "KnnParams",
+    "FewshotParams",
     "FinetuneParams",
     "ScratchParams",
     "EvaluateParams",
@@ -101,6 +103,20 @@ class HeadParams:
     max_epochs: int = _spec(200, ge=1, le=100_000)
     patience: int = _spec(20, ge=1, le=100_000)
     refit: bool = _spec(True)
+    seed: int = _seed(0)  # the saved model's (predict, render, explain)
+    spread_seeds: list[int] = _spec([1, 2, 3, 4])  # further seeds, trained only to measure the spread over seeds
+
+
+@dataclass(frozen=True)
+class KnnParams:
+    k: int = _spec(20, ge=1, le=100_000)  # neighbours that vote
+    temperature: float = _spec(0.07, gt=0.0, le=100.0)  # vote weight exp(cosine similarity / temperature)
+
+
+@dataclass(frozen=True)
+class FewshotParams:
+    shots: list[int] = _spec([1, 2, 5, 10, 20, 0], min_len=1)  # images per class; 0 = all
+    draws: int = _spec(5, ge=1, le=1000)  # random draws per k
     seed: int = _seed(0)
 
 
@@ -189,6 +205,8 @@ class Params:
     embed: EmbedParams = field(default_factory=EmbedParams)
     logreg: LogregParams = field(default_factory=LogregParams)
     head: HeadParams = field(default_factory=HeadParams)
+    knn: KnnParams = field(default_factory=KnnParams)
+    fewshot: FewshotParams = field(default_factory=FewshotParams)
     finetune: FinetuneParams = field(default_factory=FinetuneParams)
     scratch: ScratchParams = field(default_factory=ScratchParams)
     evaluate: EvaluateParams = field(default_factory=EvaluateParams)
@@ -357,7 +375,17 @@ def parse_params(raw: dict) -> Params:
     if params.data.val_fraction + params.data.test_fraction >= 1.0:
         raise PetprobeError("params.yaml: 'data.val_fraction' + 'data.test_fraction' must be < 1")
     _check_render(params.render, catalogue.BACKBONE_NAMES)
+    _check_seeds("head.spread_seeds", params.head.spread_seeds, params.head.seed)
+    shots = params.fewshot.shots
+    if any(not 0 <= k <= 100_000 for k in shots) or len(set(shots)) != len(shots):
+        raise PetprobeError("params.yaml: 'fewshot.shots' must hold distinct image counts per class in [0, 100000] (0 = all)")
     return params
+
+
+def _check_seeds(key: str, seeds: list[int], main: int) -> None:
+    if any(not 0 <= s <= SEED_MAX for s in seeds) or len({main, *seeds}) != len(seeds) + 1:
+        raise PetprobeError(f"params.yaml: '{key}' must hold distinct seeds in [0, {SEED_MAX}], none equal to the "
+                            f"saved model's ({main})")
 
 
 def _check_render(render: RenderParams, backbones: tuple[str, ...]) -> None:

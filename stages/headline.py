@@ -1,7 +1,7 @@
 """headline@<ds>: the dataset's headline numbers in one row, the only metric `dvc metrics show` lists.
 
-Reads no params. Copies n_test and each trained head's top1 and balanced accuracy (as <head>_top1,
-<head>_bacc) from metrics/<ds>/<head>/headline.json, and every key of render_headline.json,
+Reads no params. Copies n_test and each trained head's top1 (as <head>_top1; a head trained with
+several seeds also its sd over them, <head>_top1_sd) from metrics/<ds>/<head>/headline.json, and every key of render_headline.json,
 explain_headline.json and near_twins.json, into metrics/<ds>/headline.json
 (petprobe.reporting.headline says why). Numbers are copied, never recomputed.
 """

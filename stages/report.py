@@ -25,6 +25,7 @@ def main() -> None:
         "data.seed": params.data.seed, "data.max_per_class": params.data.max_per_class,
         "logreg.seed": params.logreg.seed, "logreg.cv_folds": params.logreg.cv_folds,
         "head.seed": params.head.seed, "head.hidden": params.head.hidden, "head.max_epochs": params.head.max_epochs,
+        "knn.k": params.knn.k, "knn.temperature": params.knn.temperature,
         "render.seed": params.render.seed, "render.head": params.render.head,
         "explain.seed": params.explain.seed, "explain.head": params.explain.head,
     }

@@ -22,13 +22,14 @@ CS = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)
 def test_choices_and_files_come_from_the_registry(tmp_path):
     predict = build_parser()._subparsers._group_actions[0].choices["predict"]
     model = next(a for a in predict._actions if a.dest == "model")
-    assert tuple(model.choices) == TRAINED == ("logreg", "head") and model.default == DEFAULT == "head"
+    assert tuple(model.choices) == TRAINED == ("logreg", "head", "knn") and model.default == DEFAULT == "head"
     artefacts = Artefacts("pets", tmp_path)
-    assert {name: artefacts.model(name).name for name in TRAINED} == {"logreg": "logreg.npz", "head": "head.pt"}
+    assert {name: artefacts.model(name).name for name in TRAINED} == {"logreg": "logreg.npz", "head": "head.pt",
+                                                                         "knn": "knn.npz"}
     for name in COMPARISONS:  # no saved model: refused, naming the valid ones
-        with pytest.raises(PetprobeError, match=r"unknown model .* \(valid: head, logreg\)"):
+        with pytest.raises(PetprobeError, match=r"unknown model .* \(valid: head, knn, logreg\)"):
             artefacts.model(name)
-    assert list(HEADS) == ["logreg", "head", "finetune", "scratch"]
+    assert list(HEADS) == ["logreg", "head", "knn", "finetune", "scratch"]
     assert parse_params({"render": {"head": "logreg"}}).render.head == "logreg"
     with pytest.raises(PetprobeError, match="explain.head"):
         parse_params({"explain": {"head": "finetune"}})

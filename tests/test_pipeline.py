@@ -48,8 +48,8 @@ def test_repro_writes_metrics_for_both_datasets(small_repo):
         assert 0.0 <= metrics["logreg"]["top1"] <= 1.0
         assert ("top3" in metrics["logreg"]) == (ds == "pets")
         row = json.loads((repo / "metrics" / ds / "headline.json").read_text())  # `dvc metrics show`'s row
-        assert (row["n_test"], row["logreg_top1"], row["head_bacc"]) == (
-            metrics["n_test"], metrics["logreg"]["top1"], metrics["head"]["balanced_accuracy"])
+        assert (row["n_test"], row["logreg_top1"], row["knn_top1"]) == (
+            metrics["n_test"], metrics["logreg"]["top1"], metrics["knn"]["top1"])
         manifest = pd.read_csv(repo / "data/prepared" / ds / "manifest.csv")
         assert manifest.groupby(["split", "label"]).size().max() <= 4
         meta = json.loads((repo / "data/embeddings" / ds / "meta.json").read_text())

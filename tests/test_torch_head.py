@@ -72,10 +72,13 @@ def test_early_stopping_keeps_the_best_epoch(cat_dog_embeddings):
     assert len(head.history_) == head.best_epoch_ + 3 < 200  # stopped 3 epochs after the best
     assert head.best_epoch_ == 1 + int(np.argmin(val_losses))
     val = cat_dog_embeddings["val"]
-    proba = head.predict_proba(val["X"])
+    proba = head.uncalibrated_proba(val["X"])  # the network's own logits, before temperature scaling
     targets = np.searchsorted(head.classes_, val["labels"])
     loss = -np.log(proba[np.arange(len(targets)), targets]).mean()
     assert loss == pytest.approx(min(val_losses), rel=1e-5)  # the kept weights are the best epoch's
+    # The temperature is fitted on this val set with this network: its log-loss can only go down (T = 1 is a candidate).
+    calibrated = head.predict_proba(val["X"])
+    assert -np.log(calibrated[np.arange(len(targets)), targets]).mean() <= loss + 1e-9
 
 
 @pytest.mark.unit

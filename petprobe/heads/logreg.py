@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import warnings
-import zipfile
 from pathlib import Path
 from typing import NamedTuple
 
@@ -39,7 +38,7 @@ from sklearn.model_selection import StratifiedKFold
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
-from petprobe.artefacts import Artefacts, read_npy_header
+from petprobe.artefacts import Artefacts, read_checked_npz
 from petprobe.errors import PetprobeError, one_line
 from petprobe.outputs import save_npz
 
@@ -377,25 +376,9 @@ class LogRegHead(ClassifierMixin, BaseEstimator):
         """Read a file written by ``save``. No pickle: a tampered file is an error, never code."""
         rerun = "rerun train_logreg"
         try:
-            if not zipfile.is_zipfile(path):  # np.load would read (and allocate) a bare .npy at once
-                raise ValueError("not an .npz archive")
-            with np.load(path, allow_pickle=False) as f:
-                for key in _LOGREG_ARRAYS:  # each header first: numpy allocates the shape it claims
-                    info = f.zip.getinfo(f"{key}.npy")
-                    if info.compress_type != zipfile.ZIP_STORED:  # np.savez stores; sizes then are real
-                        raise ValueError(f"member {key}.npy is compressed, as save never writes it")
-                    with f.zip.open(info) as member:
-                        if member.read(6) != b"\x93NUMPY":
-                            continue  # numpy hands back the raw bytes, refused by the type check below
-                    with f.zip.open(info) as member:
-                        read_npy_header(member, info.file_size)
-                arrays = {key: f[key] for key in _LOGREG_ARRAYS}
-        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
+            arrays = read_checked_npz(path, _LOGREG_ARRAYS)
+        except ValueError as err:
             raise PetprobeError(f"{path} is not a valid logistic-regression file ({one_line(err)}); {rerun}") from None
-        bad = [k for k, a in arrays.items() if not isinstance(a, np.ndarray)
-               or a.dtype.kind not in _LOGREG_ARRAYS[k][1] or a.ndim != _LOGREG_ARRAYS[k][0]]
-        if bad:  # e.g. a member that is not .npy data: numpy hands back its raw bytes
-            raise PetprobeError(f"{path}: array '{bad[0]}' has the wrong type or shape; {rerun}")
         coef, classes, mean = arrays["coef"], arrays["classes"], arrays["scaler_mean"]
         if (coef.shape[1] != mean.shape[0] or coef.shape[0] not in (1, len(classes))
                 or arrays["intercept"].shape != (coef.shape[0],) or arrays["scaler_scale"].shape != mean.shape):

@@ -17,7 +17,7 @@ from sklearn import metrics as skm
 
 from petprobe.labels import class_index
 
-__all__ = ["headline", "HEADLINE_KEYS", "top_k_accuracy", "balanced_accuracy", "log_loss",
+__all__ = ["headline", "HEADLINE_KEYS", "SEED_KEYS", "seed_spread", "top_k_accuracy", "balanced_accuracy", "log_loss",
            "expected_calibration_error", "per_class_report", "confusion", "summary", "wilson_interval",
            "balanced_accuracy_interval"]
 
@@ -137,6 +137,26 @@ def summary(proba, y, classes) -> dict:
 
 
 HEADLINE_KEYS = ("top1", "balanced_accuracy", "log_loss", "ece")
+# Numbers whose spread over training seeds is reported.
+SEED_KEYS = ("top1", "balanced_accuracy", "log_loss", "ece")
+
+
+def seed_spread(per_seed: dict[int, dict]) -> dict:
+    """``{n_seeds, seeds, <key>: {mean, sd, min, max, per_seed}}`` over the ``summary`` of each seed.
+
+    sd is the sample standard deviation (ddof 1) of the seeds' values, the spread a rerun with a new
+    seed would show; it is None with one seed. It measures training noise on a fixed test set, not
+    the test-set sampling error, which each number's Wilson interval carries.
+    """
+    seeds = list(per_seed)
+    out: dict = {"n_seeds": len(seeds), "seeds": seeds}
+    for key in SEED_KEYS:
+        values = np.array([per_seed[s][key] for s in seeds], np.float64)
+        out[key] = {"mean": round(float(values.mean()), 6),
+                    "sd": round(float(values.std(ddof=1)), 6) if len(values) > 1 else None,
+                    "min": round(float(values.min()), 6), "max": round(float(values.max()), 6),
+                    "per_seed": [round(float(v), 6) for v in values]}
+    return out
 
 
 def headline(numbers: dict, n_test: int) -> dict:
@@ -146,4 +166,9 @@ def headline(numbers: dict, n_test: int) -> dict:
     One small file per head, so every row of the table shares the same few columns.
     """
     keys = [k for key in HEADLINE_KEYS for k in (key, f"{key}_ci95") if k in numbers]
-    return {"n_test": n_test, **{k: numbers[k] for k in keys}}
+    out = {"n_test": n_test, **{k: numbers[k] for k in keys}}
+    if (seeds := numbers.get("seeds")) and seeds["n_seeds"] > 1:  # a head trained with several seeds
+        out.update(n_seeds=seeds["n_seeds"], top1_seed_mean=seeds["top1"]["mean"], top1_seed_sd=seeds["top1"]["sd"])
+    if calibration := numbers.get("calibration"):
+        out.update(ece_uncalibrated=calibration["ece_uncalibrated"], temperature=calibration["temperature"])
+    return out

@@ -23,6 +23,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from petprobe.checksums import file_sha256, sha256_bytes
 from petprobe.errors import PetprobeError, one_line
+from petprobe.heads.calibration import TEMPERATURE_BOUNDS, fit_temperature
 from petprobe.heads.training import fit_classifier, seeded
 from petprobe.outputs import atomic_path, write_json
 
@@ -123,6 +124,13 @@ class TorchHead(ClassifierMixin, BaseEstimator):
         val_loss, val_accuracy.
     best_epoch_ : int
         The epoch with the lowest validation loss (whose weights were kept, or the refit's length).
+    temperature_ : float
+        Temperature scaling (Guo et al. 2017): the saved logits are divided by it, fitted on the
+        validation set to minimise its log-loss with the early-stopping network, the one that never
+        saw val (the refit trains on val, so its own val logits would be fitted to seen labels);
+        the refit, trained the same way for as many epochs, inherits it. 1.0 without val.
+        ``decision_function``, ``predict_proba`` and ``to_module`` are calibrated;
+        ``uncalibrated_proba`` is the softmax of the raw logits.
     """
 
     FORMAT = "petprobe.TorchHead"
@@ -163,6 +171,11 @@ class TorchHead(ClassifierMixin, BaseEstimator):
                                    stop_epoch=None, desc=desc)
         with_val = [r for r in history if "val_loss" in r]
         best_epoch = min(with_val, key=lambda r: r["val_loss"])["epoch"] if with_val else len(history)
+        self.temperature_ = 1.0
+        if has_val:
+            with torch.no_grad():
+                logits = net.eval()(torch.from_numpy(X_val)).double().numpy()
+            self.temperature_ = fit_temperature(logits, np.searchsorted(classes, y_val))
         if self.refit and has_val:
             net, _ = self._train(np.concatenate([X, X_val]), np.concatenate([y, y_val]), None, None, classes, seed,
                                  stop_epoch=best_epoch, desc=desc and f"{desc} (refit)")
@@ -201,18 +214,27 @@ class TorchHead(ClassifierMixin, BaseEstimator):
         if X.ndim != 2 or X.shape[1] != self.n_features_in_:
             raise ValueError(f"X has shape {X.shape}; this head expects (n, {self.n_features_in_})")
         with torch.no_grad():
-            return self.module_(torch.from_numpy(X)).double().numpy()
+            return self.module_(torch.from_numpy(X)).double().numpy() / self.temperature_
 
     def predict_proba(self, X) -> np.ndarray:
         return softmax(self.decision_function(X), axis=1)
+
+    def uncalibrated_proba(self, X) -> np.ndarray:
+        """Class probabilities before temperature scaling (the softmax of the network's own logits)."""
+        return softmax(self.decision_function(X) * self.temperature_, axis=1)
 
     def predict(self, X) -> np.ndarray:
         return self.classes_[np.argmax(self.decision_function(X), axis=1)]
 
     def to_module(self) -> torch.nn.Module:
-        """A frozen copy of the network: embeddings -> logits whose softmax is ``predict_proba``."""
+        """A frozen copy of the network: embeddings -> calibrated logits whose softmax is ``predict_proba``."""
         check_is_fitted(self, "module_")
-        return copy.deepcopy(self.module_).eval().requires_grad_(False)
+        net = copy.deepcopy(self.module_)
+        last = net.layers[-1]  # 1/T folded into the last Linear layer: the same structure, calibrated logits
+        with torch.no_grad():
+            last.weight /= self.temperature_
+            last.bias /= self.temperature_
+        return net.eval().requires_grad_(False)
 
     def save(self, path: str | Path) -> None:
         """Write the state_dict to ``path`` (.pt) and config + class names to the .json beside it."""
@@ -229,6 +251,7 @@ class TorchHead(ClassifierMixin, BaseEstimator):
             "format": self.FORMAT, "version": self.VERSION, "params": self.get_params(),
             "classes": [str(c) for c in self.classes_], "n_features_in": int(self.n_features_in_),
             "best_epoch": int(self.best_epoch_), "epochs_run": len(getattr(self, "history_", [])),
+            "temperature": float(self.temperature_),
             # Ties the pair together: a .pt from another run is refused at load time.
             "weights_sha256": file_sha256(path),
         })
@@ -257,6 +280,10 @@ class TorchHead(ClassifierMixin, BaseEstimator):
             if not isinstance(head.dropout, (int, float)) or not 0.0 <= head.dropout < 1.0:
                 raise ValueError(f"dropout {head.dropout!r} is not in [0, 1)")
             expected_sha = config["weights_sha256"]
+            temperature = config.get("temperature", 1.0)  # heads saved before calibration: none
+            if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not (
+                    TEMPERATURE_BOUNDS[0] <= temperature <= TEMPERATURE_BOUNDS[1]):
+                raise ValueError(f"temperature {temperature!r} is not in {list(TEMPERATURE_BOUNDS)}")
         except (KeyError, TypeError, ValueError) as err:
             raise PetprobeError(f"{config_path} is not a valid torch-head config ({one_line(err, 200)}); {rerun}") from None
         if sha256_bytes(data) != expected_sha:
@@ -274,6 +301,7 @@ class TorchHead(ClassifierMixin, BaseEstimator):
                                 f"({one_line(err, 200)}); {rerun}") from None
         head.classes_, head.n_features_in_, head.module_ = classes, n_features, net.eval()
         head.best_epoch_ = int(config.get("best_epoch", 0))
+        head.temperature_ = float(temperature)
         return head
 
 

@@ -26,10 +26,10 @@ import os
 import re
 import sys
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from petprobe.catalogue import LOGREG, TORCH_HEAD, HeadEntry
+from petprobe.catalogue import KNN, LOGREG, TORCH_HEAD, HeadEntry
 from petprobe.errors import PetprobeError, reports_errors
 
 __all__ = ["Row", "Table", "EpsTable", "TABLES", "DOC_FILES", "render_table", "regenerate", "main"]
@@ -97,6 +97,16 @@ TABLES: dict[str, Table | EpsTable] = {
         *_head_rows(TORCH_HEAD),
         Row("torch head: best epoch (early stopping)", "{ds}/train_head/metrics.json", "best_epoch", digits=0),
         Row("torch head: epochs run", "{ds}/train_head/metrics.json", "epochs_run", digits=0),
+        # Issue 31's numbers: optional until the pipeline that writes them has run.
+        Row("torch head: seeds trained", "{ds}.json", "head.seeds.n_seeds", digits=0, optional=True),
+        Row("torch head: top-1 over seeds, mean", "{ds}.json", "head.seeds.top1.mean", optional=True),
+        Row("torch head: top-1 over seeds, sd", "{ds}.json", "head.seeds.top1.sd", optional=True),
+        Row("torch head: temperature (fitted on val)", "{ds}.json", "head.calibration.temperature", optional=True),
+        Row("torch head: ECE before temperature scaling", "{ds}.json", "head.calibration.ece_uncalibrated",
+            optional=True),
+        Row("torch head: log-loss before temperature scaling", "{ds}.json", "head.calibration.log_loss_uncalibrated",
+            optional=True),
+        *(replace(row, optional=True) for row in _head_rows(KNN)),
     )),
     "render": Table(corner="render (torch head)", rows=(
         Row("targeted PGD success at 4/255", "{ds}/render_headline.json", "pgd4_success"),

@@ -125,6 +125,23 @@ def training_curves(history: list[dict], *, best_epoch: int, title: str) -> Figu
     return fig
 
 
+def reliability_diagram(tables: dict[str, list[dict]], *, title: str) -> Figure:
+    """Accuracy against mean confidence per confidence bin (``calibration.reliability_table`` rows), one
+    line per named table (e.g. before and after temperature scaling), marker area by image count; the
+    diagonal is perfect calibration."""
+    fig = Figure(figsize=(4.6, 4.2), dpi=90, layout="constrained")
+    ax = fig.add_subplot()
+    ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="perfectly calibrated")
+    for name, rows in tables.items():
+        ax.plot([r["confidence"] for r in rows], [r["accuracy"] for r in rows], marker="o", label=name)
+        ax.scatter([r["confidence"] for r in rows], [r["accuracy"] for r in rows],
+                   s=[8 + 4 * r["n"] for r in rows], alpha=0.3)
+    ax.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="mean confidence in the bin (top label)", ylabel="accuracy in the bin")
+    ax.legend(fontsize=8, loc="upper left")
+    fig.suptitle(title, fontsize=9)
+    return fig
+
+
 def save_figure(fig: Figure, path: str | Path) -> None:
     """Write ``fig`` as an RGB PNG, atomically; no timestamp or version in it, so reruns are identical.
 

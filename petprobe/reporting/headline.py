@@ -4,8 +4,10 @@ Each stage still writes its own few numbers (evaluate one file per trained head,
 duplicates one each, as plain outputs). ``dataset_headline`` copies them, unchanged, into one flat
 dict, metrics/<ds>/headline.json, the only file dvc.yaml declares as a metric, so the table has one
 row per dataset instead of eight mostly empty ones. Keys are short because the table must fit 200
-columns: a head's numbers are ``<head>_top1`` and ``<head>_bacc`` (balanced accuracy); their
-intervals, log-loss and ECE stay in metrics/<ds>.json, which the report shows in full.
+columns: a head's number is ``<head>_top1`` (and ``<head>_top1_sd``, its sd over training seeds, for
+a head trained with several); with three trained heads a ``<head>_bacc`` (balanced
+accuracy) column each would take it to 228, so balanced accuracy, the intervals, log-loss and ECE
+stay in metrics/<ds>.json, which the report shows in full.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 __all__ = ["HEAD_KEYS", "dataset_headline", "head_key"]
 
 # A head's numbers in the row, by their name in <head>/headline.json.
-HEAD_KEYS = {"top1": "top1", "balanced_accuracy": "bacc"}
+HEAD_KEYS = {"top1": "top1", "top1_seed_sd": "top1_sd"}  # the sd over training seeds, for a seeded head
 
 
 def head_key(head: str, key: str) -> str:
@@ -22,7 +24,7 @@ def head_key(head: str, key: str) -> str:
 
 
 def dataset_headline(heads: dict[str, dict], *others: dict) -> dict:
-    """``{n_test, <head>_top1, <head>_bacc, ...}`` from each head's headline, then every key of ``others``.
+    """``{n_test, <head>_top1, ...}`` from each head's headline, then every key of ``others``.
 
     The numbers are copied, not recomputed. The heads must agree on n_test, and a key may come from
     one place only: a clash is a ValueError naming it (two stages claiming one column).

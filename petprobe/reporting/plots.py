@@ -29,6 +29,13 @@ def plotted_heads() -> tuple[str, ...]:
     return TRAINED
 
 
+def calibrated_heads() -> tuple[str, ...]:
+    """The trained heads evaluate draws a reliability diagram for (temperature-scaled ones)."""
+    from petprobe.catalogue import HEADS
+
+    return tuple(name for name in plotted_heads() if HEADS[name].calibrated)
+
+
 # plot kind -> (title after "<ds>: ", template, x, {file: y} relative to the dataset, x label, y label, caption)
 _CHARTS = {
     "logreg-C-search": (
@@ -81,6 +88,18 @@ _HEAD_CHARTS = {
         "F1 (test split, 0-1)", "class",
         "The weakest classes are at the bottom; with few test images per class one mistake moves F1 a lot."),
 }
+def _fewshot_spec() -> tuple:
+    from petprobe.catalogue import KNN, LOGREG
+
+    return ("few-shot test top-1 vs labelled images per class (mean over draws)", "petprobe_fewshot", "shots",
+            {"metrics/{ds}/fewshot_curve.json": [LOGREG.name, KNN.name]},
+            "labelled images per class, k (log scale; the last point: all of train+val)",
+            "test top-1 (fraction, mean over random draws)",
+            "How many labels the frozen features need: each point is the mean test top-1 over random draws of k "
+            "images per class from train+val (fewshot.json holds every draw and the sd). kNN needs no tuning; "
+            "the logistic probe keeps the C chosen on all of train+val.")
+
+
 _CHART_ORDER = ("logreg-C-search", "head-loss", "head-accuracy", "{head}-confusion", "{head}-per-class-f1",
                 "attack-success-vs-eps", "explain-deletion", "explain-insertion")
 
@@ -88,6 +107,8 @@ _CHART_ORDER = ("logreg-C-search", "head-loss", "head-accuracy", "{head}-confusi
 _IMAGES = (
     (r"samples\.png", "Training images as the pipeline read them, a few per class: check the labels and crops."),
     (r"misclassified\.png", "The {head}'s most confident mistakes on the test split (true → predicted, p)."),
+    (r"reliability\.png", "The {head}'s reliability diagram on the test split: accuracy against confidence per "
+                           "bin, before and after temperature scaling (on the diagonal: calibrated)."),
     (r"curves\.png", "DVCLive's own picture of the torch head's training curves."),
     (r"ideal\.png", "Ideal images: pixels optimised to maximise one class's probability; "
                     "recognisable parts mean the head uses them."),
@@ -117,11 +138,13 @@ def dataset_plots(ds: str) -> list:
     out: list = []
     for kind in _CHART_ORDER[:3]:
         out.append(_chart(ds, kind, _CHARTS[kind]))
+    out.append(_chart(ds, "fewshot", _fewshot_spec()))
     for head in plotted_heads():
         for kind, spec in _HEAD_CHARTS.items():
             out.append(_chart(ds, f"{head}-{kind}", spec, head))
     out.append(_chart(ds, "attack-success-vs-eps", _CHARTS["attack-success-vs-eps"]))
     out += [f"metrics/{ds}/samples.png", *(f"metrics/{ds}/{head}/misclassified.png" for head in plotted_heads()),
+            *(f"metrics/{ds}/{head}/reliability.png" for head in calibrated_heads()),
             f"metrics/{ds}/train_head/plots/images/curves.png", f"data/render/{ds}"]
     out += [_chart(ds, kind, _CHARTS[kind]) for kind in ("explain-deletion", "explain-insertion")]
     out.append(f"data/explain/{ds}")
@@ -138,6 +161,8 @@ def caption(plot_id: str, ds: str) -> str:
     kind = plot_id.removeprefix(f"{ds}-")
     if kind in _CHARTS:
         return _CHARTS[kind][-1]
+    if kind == "fewshot":
+        return _fewshot_spec()[-1]
     for head in plotted_heads():
         if kind.startswith(f"{head}-") and kind[len(head) + 1:] in _HEAD_CHARTS:
             return _HEAD_CHARTS[kind[len(head) + 1:]][-1]

@@ -72,14 +72,16 @@ GLOSSARY = {
                     "prediction faster than random, as a faithful map should.",
 }
 
-# `dvc metrics show`'s one row per dataset names a head's numbers <head>_top1 and <head>_bacc.
+GLOSSARY["top1_seed_sd"] = ("Standard deviation (ddof 1) of test top-1 over the head's training seeds "
+                             "(head.seed plus head.spread_seeds): how much of a difference is seed noise.")
+# `dvc metrics show`'s one row per dataset names a head's numbers <head>_top1 and <head>_top1_sd.
 GLOSSARY.update({head_key(name, key): f"The {HEADS[name].label}'s {key}, as `dvc metrics show` names it (see {key})."
                  for name in TRAINED for key in HEAD_KEYS})
 
 _SECTIONS = (
-    ("accuracy", "Accuracy", ("logreg-C-search", "head-loss", "head-accuracy", "confusion", "per-class-f1"),
+    ("accuracy", "Accuracy", ("logreg-C-search", "head-loss", "head-accuracy", "fewshot", "confusion", "per-class-f1"),
      ("samples.png", "misclassified.png", "curves.png")),
-    ("calibration", "Calibration", (), ()),
+    ("calibration", "Calibration", (), ("reliability.png",)),
     ("attacks", "Attacks", ("attack-success-vs-eps",), ("attack_",)),
     ("ideal", "Ideal images", (), ("ideal.png",)),
     ("explanations", "Explanations", ("explain-deletion", "explain-insertion"),
@@ -208,6 +210,21 @@ def _key(name: str) -> str:
     return f"<a href='#g-{text}'>{text}</a>" if name in GLOSSARY else text
 
 
+def _calibration_note(calibration) -> str:
+    if not isinstance(calibration, dict):
+        return ""
+    return (f" (temperature-scaled, T = {_number(calibration.get('temperature'))}; before: ece "
+            f"{_number(calibration.get('ece_uncalibrated'))}, log_loss {_number(calibration.get('log_loss_uncalibrated'))})")
+
+
+def _seed_cell(numbers: dict) -> str:
+    seeds = numbers.get("seeds")
+    if not isinstance(seeds, dict) or not isinstance(seeds.get("top1"), dict) or seeds.get("n_seeds", 0) < 2:
+        return "-"
+    top1 = seeds["top1"]
+    return f"{_number(top1.get('mean'))} ± {_number(top1.get('sd'))} <small>({_number(seeds['n_seeds'])} seeds)</small>"
+
+
 def _headline_table(ds: str, data: dict) -> str:
     rows = []
     for head in head_names():
@@ -222,12 +239,13 @@ def _headline_table(ds: str, data: dict) -> str:
             cells.append(f"<td>{text}</td>")
         c = f"{numbers['C']:.3g}" if isinstance(numbers.get("C"), (int, float)) else "-"
         rows.append(f"<tr><th>{html.escape(head)}</th><td>{_number(data.get('n_test'))}</td>{''.join(cells)}"
-                    f"<td>{c}</td></tr>")
-    header = "".join(f"<th>{_key(c)}</th>" for c in ("model", "n_test", *HEADLINE_COLUMNS, "C"))
+                    f"<td>{c}</td><td>{_seed_cell(numbers)}</td></tr>")
+    header = "".join(f"<th>{_key(c)}</th>" for c in ("model", "n_test", *HEADLINE_COLUMNS, "C", "top1 over seeds"))
     return (f"<table><thead><tr>{header}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
             f"<p class=note>Test split of {html.escape(ds)} ({_number(data.get('n_test'))} images; "
             f"{_number(data.get('n_rejected'))} files rejected by prepare). Accuracies are fractions, log_loss in "
-            "nats; [lo, hi]: 95% interval where the pipeline computes one; C: the logistic probe's chosen C.</p>")
+            "nats; [lo, hi]: 95% interval where the pipeline computes one; C: the logistic probe's chosen C; top1 over "
+            "seeds: mean ± sd of a head trained with several seeds (the row is its saved model).</p>")
 
 
 def _flat(data, prefix: str = ""):
@@ -360,10 +378,11 @@ def render_page(readouts: Readouts, *, title: str, links_from: str = "data/repor
             if key == "calibration":
                 heads = [h for h in head_names() if isinstance(summary.get(h), dict) and "ece" in summary[h]]
                 text = "; ".join(f"{h}: ece {_number(summary[h]['ece'])}, log_loss {_number(summary[h].get('log_loss'))}"
-                                 for h in heads)
+                                 + _calibration_note(summary[h].get("calibration")) for h in heads)
                 sections.append(f"<h3 id='{html.escape(ds)}-{key}'>{heading}</h3><p>{text or 'not measured'}. "
                                 "ECE near 0 means the probabilities can be read as frequencies; a head with a lower "
-                                "log_loss at equal top1 is the better calibrated one.</p>")
+                                "log_loss at equal top1 is the better calibrated one. Temperature scaling (Guo et al. "
+                                f"2017) divides the logits by one T fitted on val: accuracy is unchanged.</p>{''.join(images)}")
                 continue
             if charts or images:
                 sections.append(f"<h3 id='{html.escape(ds)}-{key}'>{heading}</h3>{''.join(charts)}{''.join(images)}")
