@@ -50,6 +50,7 @@ def backbones_command(args: argparse.Namespace) -> int:
     import torch
 
     from petprobe.backbones import get_backbone, list_backbones
+    from petprobe.backbones.timm_family import cached_timm_weights, hf_cache_dir
 
     rows = [("name", "dim", "acc@1", "params", "weights", "offline")]
     for name in list_backbones():
@@ -65,6 +66,10 @@ def backbones_command(args: argparse.Namespace) -> int:
           "ImageNet classifier where it has one")
     print(f"torchvision weights: looked up in {torch.hub.get_dir()}/checkpoints (TORCH_HOME/hub/checkpoints), "
           "downloaded there on first use when the network allows")
+    cached = cached_timm_weights()
+    print(f"\nany timm/<name>: a timm model with pretrained weights (timm.list_models(pretrained=True)), e.g. "
+          f"timm/convnext_tiny.fb_in22k; weights from the Hugging Face cache {hf_cache_dir()}, downloaded there on "
+          f"first use; cached now: {', '.join(cached) if cached else 'none'}")
     return 0
 
 
