@@ -73,6 +73,54 @@ def backbones_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def study_command(args: argparse.Namespace) -> int:
+    """Compare backbones: one DVC experiment per backbone (up to evaluate@<ds>), then a table and two figures."""
+    from petprobe.backbones import get_backbone, list_backbones
+    from petprobe.data.sample import SAMPLE_DIR
+    from petprobe.outputs import write_csv, write_text
+    from petprobe.params import load_params
+    from petprobe.reporting.figures import save_figure
+    from petprobe.reporting.study import (
+        markdown_table,
+        measure_throughput,
+        read_study,
+        run_study,
+        study_figure,
+        study_table,
+    )
+
+    repo = Path(".")
+    if not (repo / "dvc.yaml").is_file():
+        raise PetprobeError("petprobe study runs in the repository root (no dvc.yaml here)")
+    params = load_params(repo / "params.yaml")
+    backbones = args.backbones or [n for n in list_backbones() if get_backbone(n).weights.available()]
+    for name in backbones:
+        get_backbone(name)  # an unknown name stops here, in one line, before any experiment
+    if not args.compare_only:
+        run_study(backbones, list(params.datasets), repo=repo, jobs=args.jobs,
+                  log=lambda line: print(line, file=sys.stderr))
+    runs = [r for r in read_study(repo) if r.backbone in backbones or not args.backbones]
+    if not runs:
+        raise PetprobeError("no study experiments at this commit; run `petprobe study` without --compare-only")
+    photos = sorted(str(p) for p in SAMPLE_DIR.rglob("*.jpg"))[:args.throughput_images]
+    throughput = {r.backbone: measure_throughput(r.backbone, photos) for r in runs} if photos else {}
+    table = study_table(runs, throughput)
+    out = Path(args.out)
+    write_csv(out / "study.csv", table)
+    shown = table.drop(columns=["experiment"]).round({"top1": 3, "top1_lo": 3, "top1_hi": 3, "bacc": 3, "bacc_lo": 3,
+                                                      "bacc_hi": 3, "log_loss": 3, "ece": 3, "params_m": 1,
+                                                      "img_per_s": 1})
+    note = (f"top-1 and balanced accuracy on each dataset's test split, 95% intervals as evaluate computes them; "
+            f"img_per_s: embedding throughput on {len(photos)} sample photos, fp32, this machine; imagenet_acc1: "
+            f"published ImageNet-1k top-1 (%); params_m: millions of parameters")
+    write_text(out / "study.md", "# Backbone study\n\n" + markdown_table(shown) + f"\n\n{note}\n")
+    save_figure(study_figure(table, "imagenet_acc1"), out / "accuracy_vs_imagenet.png")
+    save_figure(study_figure(table, "img_per_s"), out / "accuracy_vs_throughput.png")
+    print(shown.to_string(index=False))
+    print(f"\n{note}\nwritten: {out}/study.csv, study.md, accuracy_vs_imagenet.png, accuracy_vs_throughput.png")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="petprobe", description="Frozen pretrained backbones + cheap heads.")
     parser.add_argument("--version", action="version", version=f"petprobe {__version__}")
@@ -95,6 +143,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser("backbones", help="list the backbones, their weights and whether they work offline",
                         description=backbones_command.__doc__).set_defaults(func=backbones_command)
+
+    study = commands.add_parser(
+        "study", help="compare backbones on the datasets: one DVC experiment each, one table, two figures",
+        description="Runs `dvc exp run --temp -S backbone=<name> evaluate@<ds>...` as experiment study-<name> for "
+                    "each backbone that has none at this commit (so adding one computes only that one; embeddings "
+                    "are DVC-cached), then compares every study experiment: data/study/study.{csv,md} and plots "
+                    "of probe accuracy against ImageNet top-1 and against throughput. Run it in the repository "
+                    "root, after a git commit (DVC experiments need one).")
+    study.add_argument("backbones", nargs="*", metavar="BACKBONE",
+                       help="registered names or timm/<model> (default: every backbone whose weights are here)")
+    study.add_argument("--jobs", type=int, default=1,
+                       help="parallel queue workers (dvc queue start -j N); 1 runs them one by one (default)")
+    study.add_argument("--compare-only", action="store_true", help="only compare the experiments already run")
+    study.add_argument("--throughput-images", type=int, default=32,
+                       help="sample photos timed per backbone (0: no timing; default 32)")
+    study.add_argument("--out", default="data/study", help="output folder (default data/study)")
+    study.set_defaults(func=study_command)
     return parser
 
 
