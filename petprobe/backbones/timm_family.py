@@ -236,7 +236,10 @@ def timm_backbone(model: str, *, pretrained: bool = True, seed: int = 0) -> Back
 
     weights = TimmWeights(model, pretrained=pretrained, seed=seed)
     cfg = weights.pretrained_cfg
-    with torch.device("meta"):  # shapes and counts only: no memory, no initialisation cost
+    try:
+        with torch.device("meta"):  # shapes and counts only: no memory, no initialisation cost
+            shape = timm.create_model(model, pretrained=False)
+    except Exception:  # a model whose constructor computes with real tensor values (.item() on meta fails)
         shape = timm.create_model(model, pretrained=False)
     name = PREFIX + model
 
