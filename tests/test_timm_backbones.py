@@ -153,3 +153,24 @@ def test_absent_weights_offline_fail_in_one_line_naming_the_file(monkeypatch, tm
     assert "\n" not in message
     assert message.startswith("timm weights for 'resnet18' are not cached")
     assert f"{tmp_path}/models--timm--resnet18.a1_in1k/snapshots/<revision>/model.safetensors" in message
+
+
+@pytest.mark.unit
+def test_backbones_command_lists_any_timm_model_and_the_cached_ones(monkeypatch, tmp_path, capsys):
+    from huggingface_hub import constants
+
+    from petprobe.cli import main
+
+    # The Hugging Face cache layout: refs/main names the snapshot holding the file.
+    repo = tmp_path / "models--timm--resnet18.a1_in1k"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("0123abcd")
+    (repo / "snapshots" / "0123abcd").mkdir(parents=True)
+    (repo / "snapshots" / "0123abcd" / "model.safetensors").write_bytes(b"not read by the listing")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    assert main(["backbones"]) == 0
+    out = capsys.readouterr().out
+    assert "any timm/<name>: a timm model with pretrained weights" in out
+    assert out.rstrip().endswith("cached now: timm/resnet18.a1_in1k")
+    assert timm_backbone("resnet18").weights.path == repo / "snapshots" / "0123abcd" / "model.safetensors"
+    assert not timm_backbone("efficientnet_b0").weights.available()
