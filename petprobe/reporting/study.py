@@ -208,8 +208,6 @@ def study_figure(table: pd.DataFrame, x: str, *, head: str = LOGREG.name):
             ax.annotate(row["backbone"], (row[x], row["top1"]), fontsize=7, xytext=(4, 3), textcoords="offset points")
     ax.set_xlabel(labels[x])
     ax.set_ylabel(f"{head} top-1 on the test split (95% interval)")
-    if x == "img_per_s":
-        ax.set_xscale("log")
     if rows.empty:
         ax.text(0.5, 0.5, f"no backbone with {labels[x]}", ha="center", va="center", transform=ax.transAxes)
     else:
