@@ -129,11 +129,15 @@ class TimmWeights:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(self.seed)
                 return timm.create_model(self.model, pretrained=False).state_dict()
+        cached = self.path
         try:
-            if self.path is None:
+            if cached is None:
                 _check_reachable(self.pretrained_cfg)
             return timm.create_model(self.model, pretrained=True).state_dict()
-        except Exception as err:  # huggingface_hub/urllib raise many types when offline
+        except Exception as err:  # huggingface_hub/urllib/safetensors raise many types
+            if cached is not None:
+                raise PetprobeError(f"timm weights for '{self.model}' at {cached} could not be loaded "
+                                    f"({type(err).__name__}); delete the file to download it again") from None
             looked = " or ".join(str(f) for f in self.files) or "nowhere (the config names no file)"
             raise PetprobeError(
                 f"timm weights for '{self.model}' are not cached and could not be downloaded ({type(err).__name__}); "
