@@ -102,12 +102,28 @@ def test_predict_with_a_head_on_timm_embeddings(built, cat_dog_images):
 @pytest.mark.integration  # builds and runs 224-px networks: several seconds
 def test_grad_cam_reads_a_spatial_map_and_render_gets_pixel_gradients(built, cat_dog_images):
     name, backbone, net, _ = built
-    model = pixel_classifier(backbone, torch.nn.Linear(backbone.dim, 2), net=net)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = pixel_classifier(backbone, torch.nn.Linear(backbone.dim, 2), net=net)
     images = torch.stack([pixel_transforms(backbone)(im) for im in _photos(cat_dog_images, 2)])
+    targets = torch.tensor([0, 1])
     layer = feature_map_layer(model, backbone, net)
     assert layer == ("backbone.features" if name == "resnet18" else "backbone.model.blocks.11.grid")
-    maps = GradCAM(model, layer)(images, torch.tensor([0, 1]))
-    assert maps.shape == (2, 224, 224) and (maps >= 0).all() and (maps.flatten(1).std(1) > 0).all()
+    maps = GradCAM(model, layer)(images, targets)
+
+    # Grad-CAM by hand (Selvaraju et al. 2017) at the same module: the map A (N, C, h, w), weights =
+    # spatial mean of d logit / dA, ReLU of the weighted sum, bilinear upsampling.
+    seen = []
+    hook = model.get_submodule(layer).register_forward_hook(lambda m, i, out: seen.append(out))
+    with torch.enable_grad():
+        logits = model(images.clone().requires_grad_(True))  # the frozen network builds a graph from its input
+    hook.remove()
+    grads = torch.autograd.grad(logits.gather(1, targets[:, None]).sum(), seen[0])[0]
+    assert seen[0].shape[-2:] == ((7, 7) if name == "resnet18" else (14, 14))
+    raw = (grads.mean((2, 3), keepdim=True) * seen[0]).sum(1, keepdim=True)
+    assert (raw.flatten(1).std(1) > 0).all()  # a spatial map, not a constant
+    by_hand = torch.nn.functional.interpolate(raw.clamp_min(0), size=(224, 224), mode="bilinear")[:, 0]
+    torch.testing.assert_close(maps, by_hand, rtol=1e-4, atol=1e-6 * float(by_hand.abs().max()) + 1e-12)
     # The tapped ViT block is exact: its outputs equal timm's untouched model (test above).
     adversarial = PGD(model, eps=4 / 255, alpha=1 / 255, steps=2)(images, torch.tensor([1, 0]))
     assert (adversarial - images).abs().max() <= 4 / 255 + 1e-6 and adversarial.min() >= 0 and adversarial.max() <= 1
