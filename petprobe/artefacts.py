@@ -306,6 +306,11 @@ class Artefacts:
         return root / "data" / "report" / "index.html"
 
     @staticmethod
+    def study_dir(root: Path = Path(".")) -> Path:
+        """`petprobe study`'s comparison (study.csv, study.md, two figures): the report shows it."""
+        return root / "metrics" / "study"
+
+    @staticmethod
     def find_root(start: Path | str = ".") -> Path:
         """The petprobe repository holding ``start``: the nearest folder, upward, with dvc.yaml and params.yaml."""
         here = Path(start).resolve()

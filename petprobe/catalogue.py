@@ -13,13 +13,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["BACKBONE_NAMES", "BUILTIN_DATASET_NAMES",
+__all__ = ["BACKBONE_NAMES", "TIMM_PREFIX", "BUILTIN_DATASET_NAMES",
            "HeadEntry", "HEADS", "LOGREG", "TORCH_HEAD", "KNN", "FINETUNE", "SCRATCH", "TRAINED", "DEFAULT", "COMPARISONS",
            "get_head"]
 
 # petprobe.backbones' registry (list_backbones()), sorted.
 BACKBONE_NAMES = ("convnext_tiny", "efficientnet_b0", "efficientnet_lite0", "mobilenet_v2", "mobilenet_v2_torchvision",
                   "mobilenet_v3_large", "resnet18", "resnet50", "vgg16")
+# Names with this prefix are timm models (petprobe.backbones.timm_family), checked against timm itself.
+TIMM_PREFIX = "timm/"
 
 # petprobe.data.datasets.BUILTIN_DATASETS, sorted.
 BUILTIN_DATASET_NAMES = ("catsdogs", "pets")

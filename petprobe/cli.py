@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -50,6 +51,7 @@ def backbones_command(args: argparse.Namespace) -> int:
     import torch
 
     from petprobe.backbones import get_backbone, list_backbones
+    from petprobe.backbones.timm_family import cached_timm_weights, hf_cache_dir
 
     rows = [("name", "dim", "acc@1", "params", "weights", "offline")]
     for name in list_backbones():
@@ -65,6 +67,44 @@ def backbones_command(args: argparse.Namespace) -> int:
           "ImageNet classifier where it has one")
     print(f"torchvision weights: looked up in {torch.hub.get_dir()}/checkpoints (TORCH_HOME/hub/checkpoints), "
           "downloaded there on first use when the network allows")
+    cached = cached_timm_weights()
+    print(f"\nany timm/<name>: a timm model with pretrained weights (timm.list_models(pretrained=True)), e.g. "
+          f"timm/convnext_tiny.fb_in22k; weights from the Hugging Face cache {hf_cache_dir()}, downloaded there on "
+          f"first use; cached now: {', '.join(cached) if cached else 'none'}")
+    return 0
+
+
+def study_command(args: argparse.Namespace) -> int:
+    """Compare backbones: one DVC experiment per backbone (up to evaluate@<ds>), then a table and two figures."""
+    from petprobe.artefacts import Artefacts
+    from petprobe.backbones import get_backbone, list_backbones
+    from petprobe.data.sample import SAMPLE_DIR
+    from petprobe.params import load_params
+    from petprobe.reporting.study import measure_throughput, read_study, run_study, study_note, study_table, write_study
+
+    repo = Path(".")
+    if not (repo / "dvc.yaml").is_file():
+        raise PetprobeError("petprobe study runs in the repository root (no dvc.yaml here)")
+    params = load_params(repo / "params.yaml")
+    backbones = args.backbones or [n for n in list_backbones() if get_backbone(n).weights.available()]
+    for name in backbones:
+        get_backbone(name)  # an unknown name stops here, in one line, before any experiment
+    if not args.compare_only:
+        run_study(backbones, list(params.datasets), repo=repo, jobs=args.jobs,
+                  log=lambda line: print(line, file=sys.stderr))
+    runs = [r for r in read_study(repo) if r.backbone in backbones or not args.backbones]
+    if not runs:
+        raise PetprobeError("no study experiments at this commit; run `petprobe study` without --compare-only")
+    photos = sorted(str(p) for p in SAMPLE_DIR.rglob("*.jpg"))[:args.throughput_images]
+    throughput = {r.backbone: measure_throughput(r.backbone, photos) for r in runs} if photos else {}
+    table = study_table(runs, throughput)
+    written = write_study(table, Path(args.out), len(photos))
+    print(table.drop(columns=["experiment"]).round(3).to_string(index=False))
+    print(f"\n{study_note(len(photos))}\nwritten: {', '.join(map(str, written))}")
+    if Path(args.out).resolve() == Artefacts.study_dir().resolve() and Artefacts.report_page().is_file():
+        # The report page shows the study: re-render that page only (not the stages before it).
+        subprocess.run(["dvc", "repro", "--single-item", "report"], check=True)
+        print(f"report: {Artefacts.report_page()} (section Backbone study)")
     return 0
 
 
@@ -90,6 +130,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser("backbones", help="list the backbones, their weights and whether they work offline",
                         description=backbones_command.__doc__).set_defaults(func=backbones_command)
+
+    study = commands.add_parser(
+        "study", help="compare backbones on the datasets: one DVC experiment each, one table, two figures",
+        description="Runs `dvc exp run --temp -S backbone=<name> evaluate@<ds>...` as experiment study-<name> for "
+                    "each backbone that has none at this commit (so adding one computes only that one; embeddings "
+                    "are DVC-cached), then compares every study experiment: metrics/study/study.{csv,md} and plots "
+                    "of probe accuracy against ImageNet top-1 and against throughput. Run it in the repository "
+                    "root, after a git commit (DVC experiments need one).")
+    study.add_argument("backbones", nargs="*", metavar="BACKBONE",
+                       help="registered names or timm/<model> (default: every backbone whose weights are here)")
+    study.add_argument("--jobs", type=int, default=1,
+                       help="parallel queue workers (dvc queue start -j N); 1 runs them one by one (default)")
+    study.add_argument("--compare-only", action="store_true", help="only compare the experiments already run")
+    study.add_argument("--throughput-images", type=int, default=32,
+                       help="sample photos timed per backbone (0: no timing; default 32)")
+    study.add_argument("--out", default="metrics/study",
+                       help="output folder (default metrics/study, which the report page shows)")
+    study.set_defaults(func=study_command)
     return parser
 
 

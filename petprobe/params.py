@@ -353,11 +353,7 @@ def parse_params(raw: dict) -> Params:
         check_dataset_name(name, "params.yaml: 'imagefolders' key")
     for i, name in enumerate(params.datasets):
         check_dataset_name(name, f"params.yaml: 'datasets[{i}]'")
-    if params.backbone not in catalogue.BACKBONE_NAMES:
-        raise PetprobeError(
-            f"params.yaml: 'backbone' is '{params.backbone}', not a known backbone (valid: {_choices_line(catalogue.BACKBONE_NAMES)})"
-            + _closest(params.backbone, catalogue.BACKBONE_NAMES)
-        )
+    _check_backbone("backbone", params.backbone)
     clash = sorted(set(params.imagefolders) & set(catalogue.BUILTIN_DATASET_NAMES))
     if clash:
         raise PetprobeError(f"params.yaml: 'imagefolders.{clash[0]}' reuses a built-in dataset name; pick another")
@@ -399,9 +395,36 @@ def _check_render(render: RenderParams, backbones: tuple[str, ...]) -> None:
         if not 0 <= index < 1000:
             raise PetprobeError(f"params.yaml: 'render.imagenet_classes[{i}]' is {_show(index)}; it must be in [0, 1000)")
     valid = ["auto", "none", *backbones]
-    if render.transfer_backbone not in valid:
+    if render.transfer_backbone.startswith(catalogue.TIMM_PREFIX):
+        _check_backbone("render.transfer_backbone", render.transfer_backbone)
+    elif render.transfer_backbone not in valid:
         raise PetprobeError(f"params.yaml: 'render.transfer_backbone' is '{render.transfer_backbone}' "
-                            f"(valid: {_choices_line(valid)})" + _closest(render.transfer_backbone, valid))
+                            f"(valid: {_choices_line(valid)}, timm/<model>)" + _closest(render.transfer_backbone, valid))
+
+
+def _check_backbone(key: str, name: str) -> None:
+    """A registered backbone, or ``timm/<model>`` naming a timm model with pretrained weights.
+
+    timm names are checked against timm itself (``timm.list_models(pretrained=True)``), imported
+    here only for a ``timm/`` name: a copied list would go stale with each timm release, and the
+    import (1-5 s) is paid only by those who chose a timm backbone.
+    """
+    if name.startswith(catalogue.TIMM_PREFIX):
+        import timm
+
+        model = name.removeprefix(catalogue.TIMM_PREFIX)
+        if not timm.is_model_pretrained(model):
+            tagged = timm.list_models(pretrained=True)  # "arch.tag"; the bare "arch" means its default tag
+            known = [catalogue.TIMM_PREFIX + m for m in {*tagged, *(m.split(".")[0] for m in tagged)}]
+            raise PetprobeError(f"params.yaml: '{key}' is '{name}', not a timm model with pretrained weights "
+                                f"(timm {timm.__version__})" + _closest(name, known))
+        return
+    if name not in catalogue.BACKBONE_NAMES:
+        raise PetprobeError(
+            f"params.yaml: '{key}' is '{name}', not a known backbone (valid: {_choices_line(catalogue.BACKBONE_NAMES)}"
+            f", or {catalogue.TIMM_PREFIX}<model> for any timm model with pretrained weights)"
+            + _closest(name, catalogue.BACKBONE_NAMES)
+        )
 
 
 def load_params(path: str | Path = "params.yaml", *, dataset: str | None = None) -> Params:

@@ -101,7 +101,8 @@ def test_stage_reports_one_line_and_exit_2(tmp_path):
     assert run.returncode == 2
     assert run.stderr.splitlines() == [
         "petprobe: error: params.yaml: 'backbone' is 'nope', not a known backbone (valid: "
-        + ", ".join(sorted(__import__("petprobe.backbones", fromlist=["x"]).list_backbones())) + ")"
+        + ", ".join(sorted(__import__("petprobe.backbones", fromlist=["x"]).list_backbones()))
+        + ", or timm/<model> for any timm model with pretrained weights)"
     ]
 
 

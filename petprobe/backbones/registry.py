@@ -19,7 +19,7 @@ import torch.nn as nn
 from petprobe.backbones.weights import PackageWeights, Preprocessing, TorchvisionWeights, imagenet_categories
 from petprobe.errors import PetprobeError
 
-__all__ = ["Backbone", "register_backbone", "get_backbone", "list_backbones"]
+__all__ = ["Backbone", "register_backbone", "register_family", "get_backbone", "list_backbones"]
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,7 @@ class Backbone:
     def split_last_block(self, net: nn.Module) -> tuple[nn.Module, nn.Module]:
         """(trunk, tail) of a built network; the tail is the last block and what follows it."""
         if self.last_block is None:
-            raise PetprobeError(f"backbone '{self.name}' has no last-block split for fine-tuning; "
+            raise PetprobeError(f"backbone '{self.name}' has no last-block split (fine-tuning, explain's sanity check); "
                                 f"use one of {', '.join(n for n in list_backbones() if get_backbone(n).last_block)}")
         return self.last_block(net)
 
@@ -83,6 +83,10 @@ class Backbone:
 
 
 _REGISTRY: dict[str, Backbone] = {}
+# Open families: a name prefix (``timm/``) -> a function giving the entry of the rest of the name.
+# Their entries are made on first use and are not listed by ``list_backbones`` (there are thousands).
+_FAMILIES: dict[str, Callable[[str], Backbone]] = {}
+_RESOLVED: dict[str, Backbone] = {}
 
 
 def register_backbone(backbone: Backbone) -> Backbone:
@@ -92,12 +96,28 @@ def register_backbone(backbone: Backbone) -> Backbone:
     return backbone
 
 
+def register_family(prefix: str, resolve: Callable[[str], Backbone]) -> None:
+    """Names ``<prefix><model>`` resolve to ``resolve(model)`` (which raises PetprobeError for an unknown model)."""
+    if prefix in _FAMILIES:
+        raise ValueError(f"backbone family '{prefix}' is already registered")
+    _FAMILIES[prefix] = resolve
+
+
+def list_families() -> list[str]:
+    return sorted(_FAMILIES)
+
+
 def list_backbones() -> list[str]:
     return sorted(_REGISTRY)
 
 
 def get_backbone(name: str) -> Backbone:
-    try:
+    if name in _REGISTRY:
         return _REGISTRY[name]
-    except KeyError:
-        raise PetprobeError(f"unknown backbone '{name}' (valid: {', '.join(list_backbones())})") from None
+    for prefix, resolve in _FAMILIES.items():
+        if name.startswith(prefix):
+            if name not in _RESOLVED:
+                _RESOLVED[name] = resolve(name.removeprefix(prefix))
+            return _RESOLVED[name]
+    families = "".join(f", any {p}<name>" for p in sorted(_FAMILIES))
+    raise PetprobeError(f"unknown backbone '{name}' (valid: {', '.join(list_backbones())}{families})")

@@ -27,11 +27,13 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from petprobe.artefacts import Artefacts
 from petprobe.catalogue import HEADS, TRAINED
 from petprobe.errors import PetprobeError
 from petprobe.reporting.headline import HEAD_KEYS, head_key
 from petprobe.reporting.plots import caption, chart_ids, image_caption
 from petprobe.reporting.provenance import dataset_provenance, git_state, run_date, versions
+from petprobe.reporting.study import read_written_study, study_note
 
 __all__ = ["Readouts", "collect", "render_page", "HEADLINE_COLUMNS", "GLOSSARY", "PAGE_BUDGET", "head_names"]
 
@@ -76,7 +78,7 @@ GLOSSARY["top1_seed_sd"] = ("Standard deviation (ddof 1) of test top-1 over the 
                              "(head.seed plus head.spread_seeds): how much of a difference is seed noise.")
 # `dvc metrics show`'s one row per dataset names a head's numbers <head>_top1 and <head>_top1_sd.
 GLOSSARY.update({head_key(name, key): f"The {HEADS[name].label}'s {key}, as `dvc metrics show` names it (see {key})."
-                 for name in TRAINED for key in HEAD_KEYS})
+                 for name in TRAINED for key in HEAD_KEYS if key == "top1" or HEADS[name].seeded})
 
 _SECTIONS = (
     ("accuracy", "Accuracy", ("logreg-C-search", "head-loss", "head-accuracy", "fewshot", "confusion", "per-class-f1"),
@@ -105,6 +107,8 @@ class Readouts:
     images: dict[str, bytes] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
     provenance: dict = field(default_factory=dict)
+    study: object = None  # `petprobe study`'s table (a DataFrame) and figures, when one was run
+    study_figures: dict[str, bytes] = field(default_factory=dict)
 
 
 def _dvc_json(root: Path, *args: str) -> dict:
@@ -150,6 +154,11 @@ def collect(root: Path | str = ".", params: dict | None = None, datasets: list[s
                     out.charts[name] = entry["content"]
                 elif entry.get("type") == "image" and entry.get("url"):
                     out.images[name] = Path(entry["url"]).read_bytes()
+    try:
+        if written := read_written_study(Artefacts.study_dir(root)):
+            out.study, out.study_figures = written
+    except (PetprobeError, ValueError, OSError) as error:
+        out.errors.append(f"backbone study: {error}")
     datasets = [_dataset_of(p) for p in out.summaries]
     out.provenance = {"git": git_state(root), "date": run_date(), "versions": versions(), "params": params or {},
                       "datasets": {ds: dataset_provenance(ds, root) for ds in datasets if ds}}
@@ -351,6 +360,38 @@ h2{border-bottom:2px solid #ddd;margin-top:2em}nav li{display:inline;margin-righ
 """
 
 
+def _study_section(readouts: Readouts) -> str:
+    """`petprobe study`'s table and figures, and whether its test sets are this page's."""
+    table = readouts.study
+    current = readouts.provenance.get("params", {}).get("backbone")
+    cells = []
+    for row in table.itertuples(index=False):
+        interval = lambda lo, hi: "" if math.isnan(lo) else f" <small>[{lo:.3f}, {hi:.3f}]</small>"  # noqa: E731
+        values = [html.escape(str(row.backbone)) + (" <small>(this page)</small>" if row.backbone == current else ""),
+                  html.escape(str(row.dataset)), html.escape(str(row.probe)),
+                  f"{row.top1:.3f}{interval(row.top1_lo, row.top1_hi)}", f"{row.bacc:.3f}{interval(row.bacc_lo, row.bacc_hi)}",
+                  _number(float(row.log_loss)), _number(float(row.ece)), str(row.n_test),
+                  *("-" if math.isnan(v) else f"{v:.1f}" for v in (row.imagenet_acc1, row.params_m, row.img_per_s))]
+        cells.append("<tr>" + "".join(f"<td class=l>{v}</td>" if i < 3 else f"<td>{v}</td>"
+                                      for i, v in enumerate(values)) + "</tr>")
+    head = ("backbone", "dataset", "probe", "top1 [95%]", "bacc [95%]", "log_loss", "ece", "n_test",
+            "ImageNet top-1 %", "params (M)", "images/s")
+    stale = []
+    for ds, n in table.groupby("dataset")["n_test"].first().items():
+        mine = readouts.summaries.get(f"metrics/{ds}.json", {}).get("n_test")
+        if mine is not None and mine != n:
+            stale.append(f"{ds}: {n} test images in the study, {mine} in the metrics of this page")
+    warning = (f"<p class=errors>This study was run on other data ({html.escape('; '.join(stale))}): "
+               "run <code>petprobe study</code> to compare backbones on these images.</p>" if stale else "")
+    figures = "".join(_image_figure(f"metrics/study/{name}", png, "data/report")
+                      for name, png in readouts.study_figures.items())
+    return (f"<h2 id=study>Backbone study</h2>{warning}<p>Which frozen backbone gets furthest on these images: one "
+            "DVC experiment per backbone (<code>petprobe study</code>), the pipeline up to evaluate with "
+            f"<code>-S backbone=&lt;name&gt;</code>. {html.escape(study_note())}."
+            "</p><table><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>" + "".join(cells)
+            + f"</table>{figures}")
+
+
 def render_page(readouts: Readouts, *, title: str, links_from: str = "data/report") -> str:
     """The HTML page (one string). ``links_from``: the page's folder relative to the repository
     root, from which thumbnails link to their full pictures."""
@@ -361,6 +402,8 @@ def render_page(readouts: Readouts, *, title: str, links_from: str = "data/repor
         if ds and ds not in datasets:
             datasets.append(ds)
     toc = "".join(f"<li><a href='#ds-{html.escape(ds)}'>{html.escape(ds)}</a></li>" for ds in datasets)
+    if readouts.study is not None:
+        toc += "<li><a href='#study'>backbone study</a></li>"
     toc += "<li><a href='#glossary'>glossary</a></li>" + ("<li><a href='#not-shown'>not shown</a></li>"
                                                           if readouts.errors else "")
     sections = [f"<h1>{html.escape(title)}</h1>", _provenance_header(readouts.provenance),
@@ -396,6 +439,8 @@ def render_page(readouts: Readouts, *, title: str, links_from: str = "data/repor
         sections.append(f"<h2 id=other-plots>Other plots</h2>{''.join(rest)}")
         toc += "<li><a href='#other-plots'>other plots</a></li>"
         sections[2] = f"<nav><b>Contents:</b><ul>{toc}</ul></nav>"
+    if readouts.study is not None:
+        sections.append(_study_section(readouts))
     glossary = "".join(f"<dt id='g-{html.escape(k)}'>{html.escape(k)}</dt><dd>{html.escape(v)}</dd>"
                        for k, v in GLOSSARY.items())
     sections.append(f"<h2 id=glossary>Glossary</h2><dl>{glossary}</dl>")

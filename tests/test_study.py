@@ -1,0 +1,134 @@
+"""`petprobe study`: one DVC experiment per backbone, compared in one table; adding a backbone computes only it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+import numpy as np
+import pytest
+import yaml
+
+from conftest import copy_repo, make_quick, photo_folder
+from petprobe.catalogue import TRAINED
+from petprobe.reporting.report import Readouts, render_page
+from petprobe.reporting.study import (
+    STUDY_FIGURES,
+    StudyRun,
+    experiment_name,
+    read_written_study,
+    study_experiments,
+    study_figure,
+    study_table,
+    write_study,
+)
+
+# The shape `dvc exp show --json` (DVC 3.67) gives: the workspace, then the baseline commit with its
+# experiments (trimmed to the fields read; one experiment that failed, one that is no study).
+SHOW = [
+    {"rev": "workspace", "name": None, "data": {"params": {"params.yaml": {"data": {"backbone": "efficientnet_lite0"}}}}},
+    {"rev": "f930258", "name": "master", "data": {}, "error": None, "experiments": [
+        {"name": "study-mobilenet_v2", "executor": None, "revs": [
+            {"rev": "ddda21c", "name": "study-mobilenet_v2", "error": None, "experiments": None,
+             "data": {"params": {"params.yaml": {"data": {"backbone": "mobilenet_v2", "datasets": ["tiny"]}}},
+                      "metrics": {"metrics/tiny/headline.json": {"data": {"logreg_top1": 0.75}}}}}]},
+        {"name": "study-timm-convnext_tiny-fb_in22k", "executor": None, "revs": [
+            {"rev": "0a1b2c3", "name": "study-timm-convnext_tiny-fb_in22k", "error": {"msg": "failed"},
+             "data": {}}]},
+        {"name": "lr-sweep", "executor": None, "revs": [
+            {"rev": "9f8e7d6", "name": "lr-sweep", "error": None,
+             "data": {"params": {"params.yaml": {"data": {"backbone": "efficientnet_lite0"}}}}}]},
+    ]},
+    {"rev": "older", "name": "HEAD~1", "data": {}, "experiments": [
+        {"name": "study-vgg16", "revs": [{"rev": "5555555", "name": "study-vgg16", "error": None, "data": {}}]}]},
+]
+
+METRICS = {"n_test": 4, "n_rejected": 0,
+           "logreg": {"top1": 0.75, "top1_ci95": [0.300642, 0.954413], "balanced_accuracy": 0.7,
+                      "balanced_accuracy_ci95": [0.25, 0.95], "log_loss": 0.49332, "ece": 0.339825, "C": 0.01},
+           "head": {"top1": 0.5, "top1_ci95": [0.15, 0.85], "balanced_accuracy": 0.5,
+                    "balanced_accuracy_ci95": [0.15, 0.85], "log_loss": 0.74, "ece": 0.29}}
+
+
+@pytest.mark.unit
+def test_experiment_names_are_git_ref_names():
+    assert experiment_name("mobilenet_v2") == "study-mobilenet_v2"
+    assert experiment_name("timm/convnext_tiny.fb_in22k") == "study-timm-convnext_tiny-fb_in22k"
+
+
+@pytest.mark.unit
+def test_only_the_current_commits_finished_study_experiments_are_read():
+    runs = study_experiments(SHOW)
+    assert runs == [StudyRun("study-mobilenet_v2", "ddda21c", "mobilenet_v2", ("tiny",))]
+
+
+@pytest.mark.unit
+def test_the_table_copies_each_heads_metrics_and_the_registrys_facts():
+    run = StudyRun("study-efficientnet_lite0", "abc", "efficientnet_lite0", ("tiny",), {"tiny": METRICS})
+    table = study_table([run], {"efficientnet_lite0": 40.0})
+    assert list(table.probe) == ["logreg", "head"]  # per dataset, heads in the registry's order
+    row = table.iloc[0].to_dict()
+    assert (row["top1"], row["top1_lo"], row["top1_hi"]) == (0.75, 0.300642, 0.954413)
+    assert (row["bacc"], row["bacc_lo"], row["bacc_hi"], row["log_loss"], row["ece"]) == (0.7, 0.25, 0.95, 0.49332,
+                                                                                          0.339825)
+    assert (row["n_test"], row["imagenet_acc1"], row["img_per_s"]) == (4, 75.1, 40.0)
+    assert row["params_m"] == pytest.approx(4.652008)
+    no_acc = study_table([StudyRun("study-mobilenet_v2", "d", "mobilenet_v2", ("tiny",), {"tiny": METRICS})])
+    assert np.isnan(no_acc.imagenet_acc1).all() and np.isnan(no_acc.img_per_s).all()
+    axes = study_figure(table, "imagenet_acc1").axes[0]
+    assert len(axes.containers) == 1  # one dataset: one errorbar series, the logreg row
+    assert axes.get_xlabel().startswith("ImageNet-1k top-1")
+
+
+def _run(repo, *args):
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "DVC_SITE_CACHE_DIR": str(repo.parent / "site-cache")}
+    done = subprocess.run(list(args), cwd=repo, env=env, capture_output=True, text=True, timeout=1200)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    return done.stdout + done.stderr
+
+
+@pytest.mark.e2e
+def test_a_study_rerun_after_adding_a_backbone_embeds_only_that_one(tmp_path):
+    folder = photo_folder(tmp_path / "tiny", per_class=8)
+    repo = copy_repo(tmp_path / "repo")
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params.update(datasets=["tiny"], imagefolders={"tiny": str(folder)})
+    params["embed"]["num_workers"] = 0
+    make_quick(params)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    git = ["git", "-c", "user.name=petprobe", "-c", "user.email=petprobe@example.invalid"]
+    for args in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "tiny"]):
+        _run(repo, *git, *args)
+
+    out = _run(repo, "petprobe", "study", "mobilenet_v2", "--throughput-images", "4")
+    assert "embed@tiny: 16 images with mobilenet_v2" in out
+
+    out = _run(repo, "petprobe", "study", "mobilenet_v2", "efficientnet_lite0", "--throughput-images", "4")
+    assert "embed@tiny: 16 images with efficientnet_lite0" in out
+    assert "with mobilenet_v2" not in out and "already done at this commit: mobilenet_v2" in out
+    table = (repo / "metrics/study/study.csv").read_text()
+    assert table.count("mobilenet_v2,tiny,") == table.count("efficientnet_lite0,tiny,") == len(TRAINED)
+    for name in ("study.md", *STUDY_FIGURES):
+        assert (repo / "metrics/study" / name).stat().st_size > 0
+
+
+@pytest.mark.unit
+def test_the_report_page_shows_the_written_study_and_says_when_it_is_from_other_data(tmp_path):
+    runs = [StudyRun(f"study-{b}", "abc", b, ("tiny",), {"tiny": METRICS}) for b in ("efficientnet_lite0", "mobilenet_v2")]
+    table = study_table(runs, {"efficientnet_lite0": 40.0, "mobilenet_v2": 61.5})
+    written = write_study(table, tmp_path / "metrics" / "study", n_photos=4)
+    assert [p.name for p in written] == ["study.csv", "study.md", *STUDY_FIGURES]
+    read, figures = read_written_study(tmp_path / "metrics" / "study")
+    assert read.drop(columns="experiment").equals(table.drop(columns="experiment"))  # the csv round-trips exactly
+    assert set(figures) == set(STUDY_FIGURES)
+
+    page = render_page(Readouts(summaries={"metrics/tiny.json": {"n_test": 4}}, study=read, study_figures=figures,
+                                provenance={"params": {"backbone": "mobilenet_v2"}}), title="t")
+    section = page.split("<h2 id=study>")[1].split("<h2")[0]
+    assert "0.750 <small>[0.301, 0.954]</small>" in section and "61.5" in section and "75.1" in section
+    assert section.count("<tr>") == 1 + 4  # the header, then 2 backbones x 2 heads
+    assert "mobilenet_v2 <small>(this page)</small>" in section
+    assert section.count("<img") == 2 and "other data" not in section
+    stale = render_page(Readouts(summaries={"metrics/tiny.json": {"n_test": 57}}, study=read), title="t")
+    assert "run on other data (tiny: 4 test images in the study, 57 in the metrics of this page)" in stale
+    assert "Backbone study" not in render_page(Readouts(summaries={"metrics/tiny.json": {"n_test": 4}}), title="t")
