@@ -80,7 +80,8 @@ def study_command(args: argparse.Namespace) -> int:
     from petprobe.backbones import get_backbone, list_backbones
     from petprobe.data.sample import SAMPLE_DIR
     from petprobe.params import load_params
-    from petprobe.reporting.study import measure_throughput, read_study, run_study, study_note, study_table, write_study
+    from petprobe.reporting.study import measure_throughput, read_study, run_study, study_table
+    from petprobe.reporting.study_files import study_note, write_study
 
     repo = Path(".")
     if not (repo / "dvc.yaml").is_file():

@@ -12,16 +12,8 @@ import yaml
 from conftest import copy_repo, make_quick, photo_folder
 from petprobe.catalogue import TRAINED
 from petprobe.reporting.report import Readouts, render_page
-from petprobe.reporting.study import (
-    STUDY_FIGURES,
-    StudyRun,
-    experiment_name,
-    read_written_study,
-    study_experiments,
-    study_figure,
-    study_table,
-    write_study,
-)
+from petprobe.reporting.study import StudyRun, experiment_name, study_experiments, study_table
+from petprobe.reporting.study_files import STUDY_FIGURES, read_written_study, study_figure, write_study
 
 # The shape `dvc exp show --json` (DVC 3.67) gives: the workspace, then the baseline commit with its
 # experiments (trimmed to the fields read; one experiment that failed, one that is no study).

@@ -33,7 +33,7 @@ from petprobe.errors import PetprobeError
 from petprobe.reporting.headline import HEAD_KEYS, head_key
 from petprobe.reporting.plots import caption, chart_ids, image_caption
 from petprobe.reporting.provenance import dataset_provenance, git_state, run_date, versions
-from petprobe.reporting.study import read_written_study, study_note
+from petprobe.reporting.study_files import read_written_study, study_note
 
 __all__ = ["Readouts", "collect", "render_page", "HEADLINE_COLUMNS", "GLOSSARY", "PAGE_BUDGET", "head_names"]
 
