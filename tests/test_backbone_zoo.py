@@ -35,7 +35,7 @@ def test_unknown_backbone_error_names_every_valid_one_sorted():
         get_backbone("resnet19")
     message = str(err.value)
     assert "\n" not in message and "'resnet19'" in message
-    assert message.endswith(f"(valid: {', '.join(sorted(list_backbones()))})")
+    assert message.endswith(f"(valid: {', '.join(sorted(list_backbones()))}, any timm/<name>)")
 
 
 @pytest.mark.unit

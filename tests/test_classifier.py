@@ -81,7 +81,7 @@ def test_transfer_backbone_auto_picks_another_one():
     ({"eps": [0.0]}, r"'render.eps\[0\]' is 0.0; it must be in \(0, 1\]"),
     ({"imagenet_classes": [1000]}, r"must be in \[0, 1000\)"),
     ({"transfer_backbone": "resnet"}, "valid: auto, .*efficientnet_lite0, mobilenet_v2, .*none"),
-    ({"head": "svm"}, "valid: head, logreg"),
+    ({"head": "svm"}, "valid: head, knn, logreg"),
     ({"typo": 1}, "unknown key 'render.typo'"),
 ])
 @pytest.mark.unit

@@ -12,7 +12,8 @@ A generated block sits between two comment lines in a Markdown file::
 ``heads`` names a table in ``TABLES``. A ``Table`` has one column per dataset and one ``Row`` per
 figure, so a new metric is one new line: ``Row(label, file, key)``, where ``file`` is a path under
 metrics/ with ``{ds}`` for the dataset and ``key`` a dotted path into its JSON (``ci=True`` adds the
-``<key>_ci95`` interval beside it). An ``EpsTable`` shows a list file (one row per element). A key
+``<key>_ci95`` interval beside it). An ``EpsTable`` shows a list file (one row per element: a JSON
+list, or a CSV such as the backbone study's ``study/study.csv``, an empty cell being "n/a"). A key
 that is missing is an error naming the table, the row, the file and the key, unless the row is
 ``optional`` (then the cell says "n/a"): a renamed metric must be renamed here too, never silently
 dropped. Numbers are printed with ``digits`` decimals, intervals as ``[lo, hi]``.
@@ -21,6 +22,7 @@ dropped. Numbers are printed with ``digits`` decimals, intervals as ``[lo, hi]``
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import re
@@ -152,6 +154,12 @@ TABLES: dict[str, Table | EpsTable] = {
         Row("sanity: integrated gradients rank correlation, head re-drawn", "{ds}/explain.json",
             "sanity.integrated_gradients.head"),
     )),
+    # `petprobe study` on the sample (metrics/study/, written by that command, not by dvc repro).
+    "study": EpsTable("", "study/study.csv", columns=(
+        ("backbone", "backbone", 0), ("dataset", "dataset", 0), ("probe", "probe", 0), ("top-1", "top1", 3),
+        ("95% lo", "top1_lo", 3), ("95% hi", "top1_hi", 3), ("balanced acc.", "bacc", 3), ("log-loss", "log_loss", 3),
+        ("ECE", "ece", 3), ("test images", "n_test", 0), ("ImageNet top-1 (%)", "imagenet_acc1", 1),
+        ("params (M)", "params_m", 1), ("images/s (embed, fp32)", "img_per_s", 1))),
     **{f"attacks-{ds}": EpsTable(ds, f"{ds}/render_eps.json", columns=(
         ("eps (/255)", "eps_255", 0),
         ("attacked images", "n_images", 0),
@@ -168,12 +176,26 @@ def _load(metrics: Path, name: str, cache: dict) -> object:
     if name not in cache:
         path = metrics / name
         try:
-            cache[name] = json.loads(path.read_text())
+            if path.suffix == ".csv":
+                with path.open(newline="") as fh:
+                    cache[name] = [{k: _csv_value(v) for k, v in row.items()} for row in csv.DictReader(fh)]
+            else:
+                cache[name] = json.loads(path.read_text())
         except FileNotFoundError:
             raise PetprobeError(f"{path} is missing (run dvc repro, or dvc pull, first)") from None
         except json.JSONDecodeError as err:
             raise PetprobeError(f"{path} is not valid JSON ({err})") from None
     return cache[name]
+
+
+def _csv_value(text: str):
+    if text == "":
+        return None
+    try:
+        number = float(text)
+    except ValueError:
+        return text
+    return int(number) if number.is_integer() and "." not in text else number
 
 
 def _lookup(data: object, key: str):
