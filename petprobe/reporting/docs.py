@@ -28,7 +28,7 @@ import os
 import re
 import sys
 import tempfile
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from petprobe.catalogue import KNN, LOGREG, TORCH_HEAD, HeadEntry
@@ -85,7 +85,8 @@ TABLES: dict[str, Table | EpsTable] = {
     "headline": Table(corner="test split", rows=(
         Row("test images", "{ds}.json", "n_test", digits=0),
         *(Row(f"{head.label}: top-1 [95% Wilson interval]", "{ds}.json", f"{head.name}.top1", ci=True)
-          for head in (LOGREG, TORCH_HEAD)),
+          for head in (LOGREG, TORCH_HEAD, KNN)),
+        Row("torch head: sd of top-1 over its training seeds", "{ds}.json", "head.seeds.top1.sd"),
     )),
     "heads": Table(corner="test split", rows=(
         Row("test images", "{ds}.json", "n_test", digits=0),
@@ -99,16 +100,14 @@ TABLES: dict[str, Table | EpsTable] = {
         *_head_rows(TORCH_HEAD),
         Row("torch head: best epoch (early stopping)", "{ds}/train_head/metrics.json", "best_epoch", digits=0),
         Row("torch head: epochs run", "{ds}/train_head/metrics.json", "epochs_run", digits=0),
-        # Issue 31's numbers: optional until the pipeline that writes them has run.
-        Row("torch head: seeds trained", "{ds}.json", "head.seeds.n_seeds", digits=0, optional=True),
-        Row("torch head: top-1 over seeds, mean", "{ds}.json", "head.seeds.top1.mean", optional=True),
-        Row("torch head: top-1 over seeds, sd", "{ds}.json", "head.seeds.top1.sd", optional=True),
-        Row("torch head: temperature (fitted on val)", "{ds}.json", "head.calibration.temperature", optional=True),
-        Row("torch head: ECE before temperature scaling", "{ds}.json", "head.calibration.ece_uncalibrated",
-            optional=True),
-        Row("torch head: log-loss before temperature scaling", "{ds}.json", "head.calibration.log_loss_uncalibrated",
-            optional=True),
-        *(replace(row, optional=True) for row in _head_rows(KNN)),
+        # The torch head over its training seeds, and its temperature scaling (before -> after).
+        Row("torch head: seeds trained", "{ds}.json", "head.seeds.n_seeds", digits=0),
+        Row("torch head: top-1 over seeds, mean", "{ds}.json", "head.seeds.top1.mean"),
+        Row("torch head: top-1 over seeds, sd", "{ds}.json", "head.seeds.top1.sd"),
+        Row("torch head: temperature (fitted on val)", "{ds}.json", "head.calibration.temperature"),
+        Row("torch head: ECE before temperature scaling", "{ds}.json", "head.calibration.ece_uncalibrated"),
+        Row("torch head: log-loss before temperature scaling", "{ds}.json", "head.calibration.log_loss_uncalibrated"),
+        *_head_rows(KNN),
     )),
     "render": Table(corner="render (torch head)", rows=(
         Row("targeted PGD success at 4/255", "{ds}/render_headline.json", "pgd4_success"),
@@ -154,6 +153,9 @@ TABLES: dict[str, Table | EpsTable] = {
         Row("sanity: integrated gradients rank correlation, head re-drawn", "{ds}/explain.json",
             "sanity.integrated_gradients.head"),
     )),
+    **{f"fewshot-{ds}": EpsTable(ds, f"{ds}/fewshot_curve.json", columns=(
+        ("images per class", "label", 0), ("logreg top-1", "logreg", 3), ("sd", "logreg_sd", 3),
+        ("kNN top-1", "knn", 3), ("sd", "knn_sd", 3), ("draws", "logreg_draws", 0))) for ds in DATASETS},
     # `petprobe study` on the sample (metrics/study/, written by that command, not by dvc repro).
     "study": EpsTable("", "study/study.csv", columns=(
         ("backbone", "backbone", 0), ("dataset", "dataset", 0), ("probe", "probe", 0), ("top-1", "top1", 3),

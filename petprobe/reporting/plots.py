@@ -105,6 +105,11 @@ _CHART_ORDER = ("logreg-C-search", "head-loss", "head-accuracy", "{head}-confusi
 
 # Image plots: file-name pattern -> what the picture shows (the report's caption).
 _IMAGES = (
+    (r"accuracy_vs_imagenet\.png", "Backbone study: logistic-probe top-1 (95% interval) against the backbone's published "
+                                    "ImageNet-1k top-1, per dataset (Kornblith et al. 2019, figure 1); a backbone "
+                                    "without a published figure is not drawn."),
+    (r"accuracy_vs_throughput\.png", "Backbone study: logistic-probe top-1 (95% interval) against embedding "
+                                      "throughput on the machine that ran the study: up and right is better."),
     (r"samples\.png", "Training images as the pipeline read them, a few per class: check the labels and crops."),
     (r"misclassified\.png", "The {head}'s most confident mistakes on the test split (true → predicted, p)."),
     (r"reliability\.png", "The {head}'s reliability diagram on the test split: accuracy against confidence per "

@@ -385,6 +385,10 @@ def _study_section(readouts: Readouts) -> str:
                "run <code>petprobe study</code> to compare backbones on these images.</p>" if stale else "")
     figures = "".join(_image_figure(f"metrics/study/{name}", png, "data/report")
                       for name, png in readouts.study_figures.items())
+    unpublished = sorted(set(table.loc[table.imagenet_acc1.isna(), "backbone"]))
+    if unpublished:
+        figures += (f"<p class=note>No published ImageNet-1k top-1 for {html.escape(', '.join(unpublished))} "
+                    "(the weights' source does not state one): not in the first figure.</p>")
     return (f"<h2 id=study>Backbone study</h2>{warning}<p>Which frozen backbone gets furthest on these images: one "
             "DVC experiment per backbone (<code>petprobe study</code>), the pipeline up to evaluate with "
             f"<code>-S backbone=&lt;name&gt;</code>. {html.escape(study_note())}."
