@@ -194,6 +194,46 @@ def cat_dog_classifier(cat_dog_images):
     return pixel_classifier(backbone, head.to_module(), net=net), [str(c) for c in head.classes_], images
 
 
+def tiny_experiment_repo(tmp_path: Path, **updates: dict) -> Path:
+    """A copy of the repo, committed (DVC experiments need a commit), whose one dataset is ``tiny``:
+    8 real cats and 8 real dogs as an image folder, quick render/explain params, and ``updates``
+    merged into params.yaml's sections (``head={"max_epochs": 5}``)."""
+
+    import yaml
+
+    folder = photo_folder(tmp_path / "tiny", per_class=8)
+    repo = copy_repo(tmp_path / "repo")
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params.update(datasets=["tiny"], imagefolders={"tiny": str(folder)})
+    params["embed"]["num_workers"] = 0
+    for section, values in updates.items():
+        params[section].update(values)
+    (repo / "params.yaml").write_text(yaml.safe_dump(make_quick(params), sort_keys=False))
+    git_commit(repo, "tiny", init=True)
+    return repo
+
+
+def git_commit(repo: Path, message: str, *, init: bool = False) -> None:
+    """Commit everything in ``repo`` (a git identity of the tests' own, whatever the machine has)."""
+    import subprocess
+
+    git = ["git", "-c", "user.name=petprobe", "-c", "user.email=petprobe@example.invalid"]
+    for args in ((["init", "-q"],) if init else ()) + (["add", "-A"], ["commit", "-qm", message]):
+        subprocess.run([*git, *args], cwd=repo, check=True, capture_output=True)
+
+
+def run_in(repo: Path, *args: str, env: dict | None = None, timeout: int = 900) -> str:
+    """Run a command (dvc, petprobe, ...) in ``repo`` with DVC's analytics off and a site cache
+    beside it; its stdout and stderr, or a failed assertion showing their end."""
+    import subprocess
+
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "DVC_SITE_CACHE_DIR": str(repo.parent / "site-cache"), **(env or {})}
+    done = subprocess.run(list(args), cwd=repo, env=env, capture_output=True, text=True, timeout=timeout)
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-3000:]
+    return output
+
+
 def make_quick(params: dict) -> dict:
     """Shrink the render and explain stages' work for end-to-end tests: they check the pipeline, not the
     pictures or the attributions (those are measured against references in their own tests)."""

@@ -3,47 +3,22 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 
 import pandas as pd
 import pytest
-import yaml
 
-from conftest import copy_repo, make_quick, photo_folder
+from conftest import git_commit, run_in, tiny_experiment_repo
 
 pytestmark = pytest.mark.e2e
 
 
-def dvc(repo, *args) -> str:
-    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "DVC_SITE_CACHE_DIR": str(repo.parent / "site-cache")}
-    done = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=repo, env=env, capture_output=True, text=True,
-                          timeout=900)
-    output = done.stdout + done.stderr
-    assert done.returncode == 0, output[-3000:]
-    return output
-
-
-def git(repo, *args) -> None:
-    subprocess.run(["git", "-c", "user.name=petprobe", "-c", "user.email=petprobe@example.invalid", *args],
-                   cwd=repo, check=True, capture_output=True)
-
-
 def test_knn_is_evaluated_and_predicts_and_its_params_never_reembed(tmp_path):
-    folder = photo_folder(tmp_path / "tiny", per_class=8)
-    repo = copy_repo(tmp_path / "repo")
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    params.update(datasets=["tiny"], imagefolders={"tiny": str(folder)})
-    params["embed"]["num_workers"] = 0
-    params["head"].update(max_epochs=5, patience=2, spread_seeds=[1])
-    params["fewshot"].update(shots=[1, 2, 0], draws=2)
-    (repo / "params.yaml").write_text(yaml.safe_dump(make_quick(params), sort_keys=False))
-    git(repo, "init", "-q")
-    git(repo, "add", "-A")
-    git(repo, "commit", "-qm", "tiny")
+    repo = tiny_experiment_repo(tmp_path, head={"max_epochs": 5, "patience": 2, "spread_seeds": [1]},
+                                fewshot={"shots": [1, 2, 0], "draws": 2})
 
-    dvc(repo, "repro", "evaluate@tiny", "fewshot@tiny")
+    run_in(repo, sys.executable, "-m", "dvc", "repro", "evaluate@tiny", "fewshot@tiny")
     summary = json.loads((repo / "metrics" / "tiny.json").read_text())
     headline = json.loads((repo / "metrics" / "tiny" / "knn" / "headline.json").read_text())
     assert set(summary["knn"]) == set(summary["head"]) - {"seeds", "calibration"}
@@ -61,15 +36,14 @@ def test_knn_is_evaluated_and_predicts_and_its_params_never_reembed(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     # A training photo is its own nearest neighbour (similarity 1, weight e^(1/T)): its class wins.
     assert json.loads(done.stdout)[0]["predictions"][0]["class"] == photo.label
-    git(repo, "add", "-A")
-    git(repo, "commit", "-qm", "run")
+    git_commit(repo, "run")
 
-    out = dvc(repo, "exp", "run", "-S", "fewshot.draws=3", "fewshot@tiny")
+    out = run_in(repo, sys.executable, "-m", "dvc", "exp", "run", "-S", "fewshot.draws=3", "fewshot@tiny")
     assert "Running stage 'fewshot@tiny'" in out and "Stage 'embed@tiny' didn't change, skipping" in out
     assert "embed@tiny:" not in out and "Running stage 'train_logreg@tiny'" not in out
     assert len(json.loads((repo / "metrics" / "tiny" / "fewshot.json").read_text())["rows"]) == 2 * (2 * 3 + 1)
 
-    out = dvc(repo, "exp", "run", "-S", "knn.k=3", "evaluate@tiny")
+    out = run_in(repo, sys.executable, "-m", "dvc", "exp", "run", "-S", "knn.k=3", "evaluate@tiny")
     assert "Running stage 'train_knn@tiny'" in out and "Running stage 'evaluate@tiny'" in out
     assert "Stage 'embed@tiny' didn't change, skipping" in out and "embed@tiny:" not in out
     assert "Running stage 'train_head@tiny'" not in out and "Running stage 'train_logreg@tiny'" not in out

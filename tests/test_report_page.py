@@ -210,10 +210,10 @@ def test_the_sectioned_page_renders_whole_in_headless_chromium(tiny_page, tmp_pa
     page = tmp_path / "index.html"
     page.write_text(tiny_page[1])
     shot = tmp_path / "report.png"
-    assert open_offline(page, shot, width=1280, height=5000) == []
+    assert open_offline(page, shot, width=1280, height=8000) == []
     assert not blank(shot)
     ink = np.where(np.asarray(Image.open(shot).convert("L")).min(axis=1) < 200)[0]
-    assert 1500 < ink.max() < 4990  # the whole page fits the window: the screenshot is the full page
+    assert 1500 < ink.max() < 7990  # the whole page fits the window: the screenshot is the full page
     if os.environ.get("PETPROBE_SCREENSHOTS"):
         Path(os.environ["PETPROBE_SCREENSHOTS"]).mkdir(parents=True, exist_ok=True)
         shutil.copyfile(shot, Path(os.environ["PETPROBE_SCREENSHOTS"]) / "report-page.png")

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-
 import numpy as np
+import pandas as pd
 import pytest
-import yaml
 
-from conftest import copy_repo, make_quick, photo_folder
+from conftest import run_in, tiny_experiment_repo
 from petprobe.catalogue import TRAINED
 from petprobe.reporting.report import Readouts, render_page
 from petprobe.reporting.study import StudyRun, experiment_name, study_experiments, study_table
@@ -72,34 +69,40 @@ def test_the_table_copies_each_heads_metrics_and_the_registrys_facts():
     assert axes.get_xlabel().startswith("ImageNet-1k top-1")
 
 
-def _run(repo, *args):
-    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "DVC_SITE_CACHE_DIR": str(repo.parent / "site-cache")}
-    done = subprocess.run(list(args), cwd=repo, env=env, capture_output=True, text=True, timeout=1200)
-    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
-    return done.stdout + done.stderr
+def _seed_hub_cache(cache, model: str) -> None:
+    """A random-init timm model's weights where the Hugging Face hub cache keeps a download of
+    ``timm/<model>`` (refs/main names the snapshot): what a user's first online run leaves behind."""
+    from safetensors.torch import save_file
+
+    timm = pytest.importorskip("timm")
+    repo = cache / f"models--timm--{model}"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("0" * 40)
+    (repo / "snapshots" / ("0" * 40)).mkdir(parents=True)
+    torch_state = timm.create_model(model, pretrained=False).state_dict()
+    save_file({k: v.contiguous() for k, v in torch_state.items()}, repo / "snapshots" / ("0" * 40) / "model.safetensors")
 
 
 @pytest.mark.e2e
 def test_a_study_rerun_after_adding_a_backbone_embeds_only_that_one(tmp_path):
-    folder = photo_folder(tmp_path / "tiny", per_class=8)
-    repo = copy_repo(tmp_path / "repo")
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    params.update(datasets=["tiny"], imagefolders={"tiny": str(folder)})
-    params["embed"]["num_workers"] = 0
-    make_quick(params)
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    git = ["git", "-c", "user.name=petprobe", "-c", "user.email=petprobe@example.invalid"]
-    for args in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "tiny"]):
-        _run(repo, *git, *args)
+    repo = tiny_experiment_repo(tmp_path, head={"max_epochs": 5, "patience": 2, "spread_seeds": [1]})
+    # The third backbone: timm's smallest ResNet, random-init weights in a private hub cache, offline.
+    hub = {"HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1"}
+    _seed_hub_cache(tmp_path / "hub", "test_resnet.r160_in1k")
 
-    out = _run(repo, "petprobe", "study", "mobilenet_v2", "--throughput-images", "4")
-    assert "embed@tiny: 16 images with mobilenet_v2" in out
+    out = run_in(repo, "petprobe", "study", "efficientnet_lite0", "mobilenet_v2", "--throughput-images", "4", env=hub,
+                 timeout=1200)
+    assert "embed@tiny: 16 images with efficientnet_lite0" in out and "embed@tiny: 16 images with mobilenet_v2" in out
 
-    out = _run(repo, "petprobe", "study", "mobilenet_v2", "efficientnet_lite0", "--throughput-images", "4")
-    assert "embed@tiny: 16 images with efficientnet_lite0" in out
-    assert "with mobilenet_v2" not in out and "already done at this commit: mobilenet_v2" in out
-    table = (repo / "metrics/study/study.csv").read_text()
-    assert table.count("mobilenet_v2,tiny,") == table.count("efficientnet_lite0,tiny,") == len(TRAINED)
+    third = "timm/test_resnet.r160_in1k"
+    out = run_in(repo, "petprobe", "study", "efficientnet_lite0", "mobilenet_v2", third, "--throughput-images", "4",
+                 env=hub, timeout=1200)
+    assert f"embed@tiny: 16 images with {third}" in out
+    assert out.count("embed@tiny: 16 images with") == 1  # only the new backbone's embeddings are computed
+    assert "already done at this commit: efficientnet_lite0, mobilenet_v2" in out
+    table = pd.read_csv(repo / "metrics/study/study.csv")
+    assert sorted(table.backbone.unique()) == ["efficientnet_lite0", "mobilenet_v2", third]
+    assert (table.groupby("backbone").size() == len(TRAINED)).all()  # every trained head of each backbone
     for name in ("study.md", *STUDY_FIGURES):
         assert (repo / "metrics/study" / name).stat().st_size > 0
 

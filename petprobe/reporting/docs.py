@@ -154,8 +154,9 @@ TABLES: dict[str, Table | EpsTable] = {
             "sanity.integrated_gradients.head"),
     )),
     **{f"fewshot-{ds}": EpsTable(ds, f"{ds}/fewshot_curve.json", columns=(
-        ("images per class", "label", 0), ("logreg top-1", "logreg", 3), ("sd", "logreg_sd", 3),
-        ("kNN top-1", "knn", 3), ("sd", "knn_sd", 3), ("draws", "logreg_draws", 0))) for ds in DATASETS},
+        ("images per class", "label", 0), ("logreg top-1", LOGREG.name, 3), ("sd", f"{LOGREG.name}_sd", 3),
+        ("kNN top-1", KNN.name, 3), ("sd", f"{KNN.name}_sd", 3), ("draws", f"{LOGREG.name}_draws", 0)))
+      for ds in DATASETS},
     # `petprobe study` on the sample (metrics/study/, written by that command, not by dvc repro).
     "study": EpsTable("", "study/study.csv", columns=(
         ("backbone", "backbone", 0), ("dataset", "dataset", 0), ("probe", "probe", 0), ("top-1", "top1", 3),
